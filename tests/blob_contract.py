@@ -1,0 +1,97 @@
+"""The contract every ``BlobStore`` backend must honour (zarr's ``StoreTests`` pattern).
+
+A backend's test module subclasses :class:`BlobStoreContract` and provides a
+``store`` fixture plus ``corrupt(store, digest, data)`` that overwrites a
+blob's stored bytes behind the store's back.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tvstore.blobs import BlobStore, digest_bytes, open_blob_store
+from tvstore.errors import CorruptBlobError, NotFoundError
+
+
+class BlobStoreContract:
+    @pytest.fixture
+    def store(self) -> BlobStore:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def corrupt(self, store: BlobStore, digest: str, data: bytes) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def test_put_returns_sha256_and_get_round_trips(self, store: BlobStore) -> None:
+        data = b"task vector bytes \x00\xff" * 100
+        digest = store.put(data)
+        assert digest == digest_bytes(data)
+        assert len(digest) == 64
+        assert store.get(digest) == data
+        assert store.exists(digest)
+        assert store.size(digest) == len(data)
+
+    def test_put_is_idempotent(self, store: BlobStore) -> None:
+        first = store.put(b"same")
+        second = store.put(b"same")
+        assert first == second
+        assert list(store.iter_digests()).count(first) == 1
+
+    def test_empty_blob(self, store: BlobStore) -> None:
+        digest = store.put(b"")
+        assert store.get(digest) == b""
+        assert store.size(digest) == 0
+
+    def test_missing_blob(self, store: BlobStore) -> None:
+        digest = digest_bytes(b"never stored")
+        assert not store.exists(digest)
+        with pytest.raises(NotFoundError, match=f"blob {digest} is missing"):
+            store.get(digest)
+        with pytest.raises(NotFoundError):
+            store.size(digest)
+
+    def test_delete(self, store: BlobStore) -> None:
+        digest = store.put(b"short-lived")
+        store.delete(digest)
+        assert not store.exists(digest)
+        store.delete(digest)  # deleting an absent blob is fine
+        assert digest not in set(store.iter_digests())
+
+    def test_iter_digests_lists_exactly_what_was_put(self, store: BlobStore) -> None:
+        digests = {store.put(f"blob {i}".encode()) for i in range(25)}
+        assert set(store.iter_digests()) == digests
+
+    def test_corruption_is_detected_and_names_the_blob(self, store: BlobStore) -> None:
+        data = b"precious weights" * 64
+        digest = store.put(data)
+        flipped = bytearray(data)
+        flipped[7] ^= 0x01
+        self.corrupt(store, digest, bytes(flipped))
+        with pytest.raises(CorruptBlobError, match=f"blob {digest} is corrupt"):
+            store.get(digest)
+
+    def test_malformed_digest_is_rejected(self, store: BlobStore) -> None:
+        for bad in ["../../etc/passwd", "abc", "Z" * 64]:
+            with pytest.raises(ValueError, match="not a blob digest"):
+                store.get(bad)
+
+    def test_concurrent_puts_of_the_same_blob(self, store: BlobStore) -> None:
+        data = bytes(range(256)) * 4096
+        results: list[str] = []
+
+        def put() -> None:
+            results.append(store.put(data))
+
+        threads = [threading.Thread(target=put) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(results) == {digest_bytes(data)}
+        assert store.get(results[0]) == data
+
+    def test_reopen_by_url_sees_the_same_blobs(self, store: BlobStore) -> None:
+        digest = store.put(b"persisted")
+        reopened = open_blob_store(store.url)
+        assert reopened.get(digest) == b"persisted"

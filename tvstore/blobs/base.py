@@ -1,0 +1,87 @@
+"""The blob store protocol: content-addressed, immutable byte strings.
+
+A blob's key is the SHA-256 of its bytes, so puts are idempotent and any
+number of clients can write the same blob without coordination. Every read
+re-hashes, because a registry's promise of bit-exact pulls is only as good as
+the bytes it reads back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from tvstore.errors import CorruptBlobError, NotFoundError
+
+DIGEST_HEX_LEN = 64
+
+
+def digest_bytes(data: bytes | memoryview) -> str:
+    """The content address of ``data`` (lowercase hex SHA-256)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_digest(digest: str) -> str:
+    """Reject anything that is not a well-formed digest (keys build file paths)."""
+    if len(digest) != DIGEST_HEX_LEN or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"not a blob digest: {digest!r}")
+    return digest
+
+
+def verified(digest: str, data: bytes) -> bytes:
+    """Return ``data`` if it hashes to ``digest``, else raise ``CorruptBlobError``."""
+    actual = digest_bytes(data)
+    if actual != digest:
+        raise CorruptBlobError(digest, f"its {len(data)} bytes hash to {actual}")
+    return data
+
+
+class BlobStore(ABC):
+    """Where blob bytes live. Subclasses: local folder, memory, S3.
+
+    Capability properties follow zarr's ``Store``: callers ask rather than
+    type-check.
+    """
+
+    #: a URL that reopens the same store (``file:///…``, ``memory://…``, ``s3://…``)
+    url: str
+
+    @property
+    def supports_listing(self) -> bool:
+        return True
+
+    @abstractmethod
+    def put(self, data: bytes) -> str:
+        """Store ``data`` if absent and return its digest. Idempotent."""
+
+    @abstractmethod
+    def _read(self, digest: str) -> bytes:
+        """Raw bytes of a blob, unverified; raise ``NotFoundError`` if absent."""
+
+    @abstractmethod
+    def exists(self, digest: str) -> bool:
+        """Whether a blob with this digest is stored."""
+
+    @abstractmethod
+    def delete(self, digest: str) -> None:
+        """Remove a blob; removing an absent blob is not an error."""
+
+    @abstractmethod
+    def iter_digests(self) -> Iterator[str]:
+        """Every stored digest, in no particular order."""
+
+    @abstractmethod
+    def size(self, digest: str) -> int:
+        """Stored size in bytes; ``NotFoundError`` if absent."""
+
+    def get(self, digest: str) -> bytes:
+        """The blob's bytes, verified against its digest."""
+        check_digest(digest)
+        return verified(digest, self._read(digest))
+
+    def close(self) -> None:
+        """Release connections; the default store holds none."""
+
+    def _missing(self, digest: str) -> NotFoundError:
+        return NotFoundError(f"blob {digest} is missing from {self.url}")

@@ -1,0 +1,88 @@
+"""The one interface every codec implements, and the registry by codec id.
+
+A codec turns one tensor into one blob and back. Codecs are frozen
+dataclasses whose fields are their parameters, so a codec is fully described
+by its config ``{"id": codec_id, **params}``; that config is stored next to
+every component and is all a reader needs to decode the blob forever after
+(numcodecs' ``get_config``/``from_config``, zarr's frozen codec dataclasses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, TypeVar
+
+import torch
+
+from tvstore.errors import CodecError
+
+Shape = tuple[int, ...]
+
+_REGISTRY: dict[str, type[Codec]] = {}
+
+C = TypeVar("C", bound="type[Codec]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Codec(ABC):
+    """Encode one tensor to bytes and decode it back.
+
+    ``exact`` codecs promise ``decode(encode(x))`` is bit-identical to ``x``;
+    lossy ones promise a bounded error (each documents its bound).
+    """
+
+    codec_id: ClassVar[str]
+    exact: ClassVar[bool] = False
+
+    @abstractmethod
+    def encode(self, tensor: torch.Tensor) -> bytes:
+        """Bytes for ``tensor`` (any shape; float dtypes unless the codec says otherwise)."""
+
+    @abstractmethod
+    def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
+        """The tensor of ``shape`` and ``dtype`` encoded in ``data``."""
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.codec_id, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Codec:
+        params = {k: v for k, v in config.items() if k != "id"}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise CodecError(
+                f"codec {cls.codec_id!r} has no parameter {unknown[0]!r} "
+                f"(parameters: {', '.join(sorted(names)) or 'none'})"
+            )
+        try:
+            return cls(**params)
+        except (TypeError, ValueError) as exc:
+            raise CodecError(f"codec {cls.codec_id!r}: {exc}") from None
+
+
+def register_codec(cls: C) -> C:
+    """Class decorator: make a codec available by its ``codec_id``."""
+    if cls.codec_id in _REGISTRY and _REGISTRY[cls.codec_id] is not cls:
+        raise ValueError(f"codec id {cls.codec_id!r} registered twice")
+    _REGISTRY[cls.codec_id] = cls
+    return cls
+
+
+def codec_ids() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def codec_class(codec_id: str) -> type[Codec]:
+    try:
+        return _REGISTRY[codec_id]
+    except KeyError:
+        raise CodecError(f"unknown codec {codec_id!r} (known: {', '.join(codec_ids())})") from None
+
+
+def get_codec(config: dict[str, Any]) -> Codec:
+    """Rebuild a codec from its stored config."""
+    if "id" not in config:
+        raise CodecError(f"codec config has no 'id': {config!r}")
+    return codec_class(config["id"]).from_config(config)
