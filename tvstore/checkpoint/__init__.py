@@ -1,6 +1,14 @@
 """Read and write checkpoints lazily, one tensor at a time."""
 
 from tvstore.checkpoint.reader import Checkpoint, TensorInfo, open_checkpoint
-from tvstore.checkpoint.writer import ShardedWriter, parse_size, write_checkpoint_dir
+from tvstore.checkpoint.writer import parse_size, plan_shards, write_checkpoint_dir, write_safetensors
 
-__all__ = ["Checkpoint", "ShardedWriter", "TensorInfo", "open_checkpoint", "parse_size", "write_checkpoint_dir"]
+__all__ = [
+    "Checkpoint",
+    "TensorInfo",
+    "open_checkpoint",
+    "parse_size",
+    "plan_shards",
+    "write_checkpoint_dir",
+    "write_safetensors",
+]

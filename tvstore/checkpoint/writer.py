@@ -1,9 +1,11 @@
-"""Write tensors as a Hugging Face directory of safetensors shards, as they come.
+"""Write safetensors files and Hugging Face directories one tensor at a time.
 
-Tensors are buffered only until a shard is full, then written, so memory is
-bounded by the shard size rather than the model. Everything is written into
-a hidden staging folder that is renamed into place at the end: an interrupted
-write never leaves a directory that looks complete.
+Every tensor's dtype and shape is known before its data (from the registry's
+metadata), so each file's header is written first and tensor bytes are
+streamed after it: memory holds one tensor, never a shard or a model.
+Directories are assembled in a hidden staging folder and renamed into place
+at the end, so an interrupted write never leaves something that looks
+complete.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
-from safetensors.torch import save_file
 
-from tvstore.checkpoint.reader import INDEX_NAME, SINGLE_NAME
-from tvstore.errors import UsageError
+from tvstore.checkpoint.dtypes import dtype_name
+from tvstore.checkpoint.reader import INDEX_NAME, SINGLE_NAME, TensorInfo
+from tvstore.errors import TvstoreError, UsageError
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3
 
@@ -28,12 +32,11 @@ def parse_size(text: str) -> int:
     """``"500MB"``, ``"5GB"``, ``"1024"`` to bytes."""
     units = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4, "B": 1}
     t = text.strip().upper()
+    factor = 1
     for unit, mult in units.items():
         if t.endswith(unit):
             t, factor = t[: -len(unit)], mult
             break
-    else:
-        factor = 1
     try:
         value = int(float(t) * factor)
     except ValueError:
@@ -43,88 +46,123 @@ def parse_size(text: str) -> int:
     return value
 
 
-def prepare_output_dir(out: Path) -> Path:
-    """Refuse a non-empty target; return a staging folder beside it."""
+class SafetensorsStream:
+    """One safetensors file whose tensors are declared up front and written in order."""
+
+    def __init__(self, path: Path, infos: Sequence[TensorInfo], metadata: dict[str, str] | None = None) -> None:
+        self.path = path
+        self._infos = list(infos)
+        self._next = 0
+        header: dict[str, object] = {"__metadata__": {"format": "pt", **(metadata or {})}}
+        offset = 0
+        for info in self._infos:
+            header[info.name] = {
+                "dtype": dtype_name(info.dtype),
+                "shape": list(info.shape),
+                "data_offsets": [offset, offset + info.nbytes],
+            }
+            offset += info.nbytes
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)  # the format aligns tensor data to 8 bytes
+        self._file: BinaryIO = open(path, "wb")
+        self._file.write(struct.pack("<Q", len(blob)) + blob)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        info = self._infos[self._next]
+        if name != info.name or tensor.dtype != info.dtype or tuple(tensor.shape) != info.shape:
+            raise TvstoreError(
+                f"internal error: expected tensor {info.name} {info.dtype} {info.shape}, "
+                f"got {name} {tensor.dtype} {tuple(tensor.shape)}"
+            )
+        flat = tensor.detach().contiguous().reshape(-1)
+        if flat.numel():
+            self._file.write(flat.view(torch.uint8).numpy().tobytes())
+        self._next += 1
+
+    def close(self) -> None:
+        self._file.close()
+        if self._next != len(self._infos):
+            raise TvstoreError(f"internal error: {self.path} got {self._next} of {len(self._infos)} tensors")
+
+
+def plan_shards(infos: Sequence[TensorInfo], max_shard_bytes: int) -> list[list[TensorInfo]]:
+    """Greedy, order-preserving split into shards of at most ``max_shard_bytes``."""
+    shards: list[list[TensorInfo]] = [[]]
+    size = 0
+    for info in infos:
+        if shards[-1] and size + info.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(info)
+        size += info.nbytes
+    return shards
+
+
+def prepare_output(out: Path) -> Path:
+    """Refuse to overwrite; return a hidden staging folder beside ``out``."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not an empty directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
 
 
-def commit_output_dir(staging: Path, out: Path) -> None:
-    if out.exists():
-        out.rmdir()
-    os.replace(staging, out)
-
-
-class ShardedWriter:
-    """Collect tensors into shards of at most ``max_shard_bytes`` (one tensor may exceed it)."""
-
-    def __init__(self, directory: Path, max_shard_bytes: int = DEFAULT_SHARD_BYTES, metadata: dict[str, str] | None = None) -> None:
-        self.directory = directory
-        self.max_shard_bytes = max_shard_bytes
-        self.metadata = {"format": "pt", **(metadata or {})}
-        self._pending: dict[str, torch.Tensor] = {}
-        self._pending_bytes = 0
-        self._shards: list[list[str]] = []
-        self._total = 0
-
-    def add(self, name: str, tensor: torch.Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self._pending and self._pending_bytes + size > self.max_shard_bytes:
-            self._flush()
-        self._pending[name] = tensor.contiguous()
-        self._pending_bytes += size
-        self._total += size
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        index = len(self._shards)
-        save_file(self._pending, str(self.directory / f".shard-{index}.safetensors"), metadata=self.metadata)
-        self._shards.append(list(self._pending))
-        self._pending, self._pending_bytes = {}, 0
-
-    def finish(self) -> list[Path]:
-        """Name the shards as transformers expects and write the index; return the files."""
-        self._flush()
-        n = len(self._shards)
-        if n <= 1:
-            if n == 0:
-                save_file({}, str(self.directory / ".shard-0.safetensors"), metadata=self.metadata)
-            target = self.directory / SINGLE_NAME
-            os.replace(self.directory / ".shard-0.safetensors", target)
-            return [target]
-        files, weight_map = [], {}
-        for i, names in enumerate(self._shards):
-            final = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
-            os.replace(self.directory / f".shard-{i}.safetensors", self.directory / final)
-            files.append(self.directory / final)
-            weight_map.update({name: final for name in names})
-        index = {"metadata": {"total_size": self._total}, "weight_map": weight_map}
-        (self.directory / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        return files
+def write_safetensors(
+    path: Path, infos: Sequence[TensorInfo], tensors: Iterable[tuple[str, torch.Tensor]], metadata: dict[str, str] | None = None
+) -> Path:
+    """Stream one ``.safetensors`` file atomically (temp file, then rename)."""
+    if path.exists():
+        raise UsageError(f"{path} already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        stream = SafetensorsStream(Path(tmp), infos, metadata)
+        try:
+            for name, tensor in tensors:
+                stream.write(name, tensor)
+        finally:
+            stream.close()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def write_checkpoint_dir(
     out: Path,
+    infos: Sequence[TensorInfo],
     tensors: Iterable[tuple[str, torch.Tensor]],
     side_files: Iterable[tuple[str, bytes]] = (),
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write a complete Hugging Face directory atomically (staging folder, then rename)."""
-    staging = prepare_output_dir(out)
+    """A Hugging Face directory: ``model.safetensors`` or shards + index, and side files."""
+    staging = prepare_output(out)
     try:
-        writer = ShardedWriter(staging, max_shard_bytes, metadata)
-        for name, tensor in tensors:
-            writer.add(name, tensor)
-        writer.finish()
+        shards = plan_shards(infos, max_shard_bytes)
+        names = [SINGLE_NAME] if len(shards) == 1 else [
+            f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
+        ]
+        it = iter(tensors)
+        for fname, shard in zip(names, shards):
+            stream = SafetensorsStream(staging / fname, shard, metadata)
+            try:
+                for _ in shard:
+                    stream.write(*next(it))
+            finally:
+                stream.close()
+        if len(shards) > 1:
+            weight_map = {info.name: fname for fname, shard in zip(names, shards) for info in shard}
+            index = {"metadata": {"total_size": sum(i.nbytes for i in infos)}, "weight_map": weight_map}
+            (staging / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
         for rel, data in side_files:
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        commit_output_dir(staging, out)
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

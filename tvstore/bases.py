@@ -1,0 +1,67 @@
+"""Registering a base model: its weights and side files go into the blob store.
+
+Each tensor is one lossless blob, so identical tensors across bases (tied
+embeddings, a re-uploaded base) are stored once, and a checkpoint can be
+rebuilt from the registry alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from tvstore.blobs import BlobStore
+from tvstore.checkpoint import open_checkpoint
+from tvstore.checkpoint.digest import manifest_digest, tensor_digest
+from tvstore.checkpoint.dtypes import dtype_name
+from tvstore.codecs.lossless import Lossless
+from tvstore.db.models import BaseFile, BaseModel, BaseTensor
+from tvstore.db.queries import record_blobs
+from tvstore.encode import check_finite
+from tvstore.parallel import ordered_map
+from tvstore.progress import Progress, no_progress
+
+_CODEC = Lossless()
+
+
+def add_base(session: Session, blobs: BlobStore, name: str, path: Path, progress: Progress = no_progress) -> BaseModel:
+    """Store a base's tensors and side files; the caller commits ``session``."""
+    with open_checkpoint(path) as ckpt:
+        infos = list(ckpt.infos())
+
+        def work(tname: str) -> tuple[str, str, int]:
+            tensor = ckpt.get(tname)
+            check_finite(tname, tensor, "the base weight")
+            payload = _CODEC.encode(tensor)
+            return tensor_digest(tensor), blobs.put(payload), len(payload)
+
+        rows, sizes, digests = [], [], []
+        with progress(f"adding base {name}", len(infos)) as advance:
+            for pos, (info, (tdigest, blob, size)) in enumerate(zip(infos, ordered_map(work, ckpt.names()))):
+                rows.append(
+                    BaseTensor(position=pos, name=info.name, dtype=dtype_name(info.dtype), shape=list(info.shape),
+                               codec=_CODEC.get_config(), blob_digest=blob)
+                )
+                sizes.append((blob, size))
+                digests.append((info.name, tdigest))
+                advance(1)
+        files = []
+        for rel in ckpt.side_files():
+            data = (ckpt.path / rel).read_bytes()
+            files.append(BaseFile(path=rel.as_posix(), blob_digest=blobs.put(data)))
+            sizes.append((files[-1].blob_digest, len(data)))
+    record_blobs(session, sizes)
+    base = BaseModel(
+        name=name,
+        digest=manifest_digest(digests),
+        source=str(Path(path).expanduser().resolve()),
+        num_params=sum(i.numel for i in infos),
+        raw_bytes=sum(i.nbytes for i in infos),
+        stored_bytes=sum(s for _, s in sizes),
+        tensors=rows,
+        files=files,
+    )
+    session.add(base)
+    session.flush()
+    return base

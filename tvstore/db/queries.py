@@ -1,0 +1,61 @@
+"""Lookups shared by every operation: bases by name, vectors by reference."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from tvstore.db.models import BaseModel, Blob, Tag, TaskVector
+from tvstore.errors import NotFoundError
+from tvstore.refs import LATEST, Ref, parse_ref
+
+
+def get_base(session: Session, name: str) -> BaseModel:
+    base = session.scalar(select(BaseModel).where(BaseModel.name == name))
+    if base is None:
+        known = session.scalars(select(BaseModel.name).order_by(BaseModel.name)).all()
+        hint = f" (known: {', '.join(known)})" if known else " (none registered: run `tvstore base add`)"
+        raise NotFoundError(f"unknown base model {name!r}{hint}")
+    return base
+
+
+def latest_version(session: Session, name: str) -> int | None:
+    return session.scalar(select(func.max(TaskVector.version)).where(TaskVector.name == name))
+
+
+def get_vector(session: Session, ref: Ref | str) -> TaskVector:
+    """Resolve ``name``, ``name@version`` or ``name:tag`` (``latest`` = highest version)."""
+    ref = parse_ref(ref) if isinstance(ref, str) else ref
+    version = ref.version
+    if ref.tag is not None and ref.tag != LATEST:
+        vector = session.scalar(
+            select(TaskVector).join(Tag, Tag.vector_id == TaskVector.id).where(Tag.name == ref.name, Tag.tag == ref.tag)
+        )
+        if vector is None:
+            raise NotFoundError(f"task vector {ref.name!r} has no tag {ref.tag!r}")
+        return vector
+    if version is None:
+        version = latest_version(session, ref.name)
+        if version is None:
+            raise NotFoundError(f"no task vector named {ref.name!r}")
+    vector = session.scalar(select(TaskVector).where(TaskVector.name == ref.name, TaskVector.version == version))
+    if vector is None:
+        have = latest_version(session, ref.name)
+        detail = f"latest is {have}" if have else "no versions exist"
+        raise NotFoundError(f"task vector {ref.name!r} has no version {version} ({detail})")
+    return vector
+
+
+def record_blobs(session: Session, sizes: Iterable[tuple[str, int]]) -> None:
+    """Insert blob rows that are not there yet, without racing other writers."""
+    rows = [{"digest": d, "size": s} for d, s in dict(sizes).items()]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    for start in range(0, len(rows), 500):
+        stmt = insert(Blob).values(rows[start : start + 500]).on_conflict_do_nothing(index_elements=["digest"])
+        session.execute(stmt)

@@ -1,0 +1,96 @@
+"""Turn one tensor of a fine-tune into stored components, and measure what it cost.
+
+Pure: no database, no blob store. The push pipeline feeds it tensors and
+stores what it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from tvstore.codecs import Codec
+from tvstore.codecs.lossless import Lossless
+from tvstore.codecs.masks import encode_mask
+from tvstore.components import ADD, FIX, EncodedComponent
+from tvstore.errors import InvalidCheckpointError
+from tvstore.metrics import ErrorStats
+
+DELTA, EXTRA = "delta", "extra"
+_LOSSLESS = Lossless()
+
+
+@dataclass
+class EncodedTensor:
+    name: str
+    role: str  # DELTA or EXTRA
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    codec: dict
+    components: list[EncodedComponent]
+    stats: ErrorStats = field(default_factory=ErrorStats)
+
+    @property
+    def raw_bytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * self.dtype.itemsize
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(len(c.payload) + len(c.mask or b"") for c in self.components)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    ints = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    return t.contiguous().view(ints[t.element_size()])
+
+
+def exactness_fix(target: torch.Tensor, base: torch.Tensor, tau: torch.Tensor) -> EncodedComponent | None:
+    """A ``fix`` component for the entries where ``base + tau`` misses ``target`` bitwise.
+
+    Float addition does not always undo subtraction (bf16 rounding, signed
+    zeros); the few entries it misses are recorded so rebuilding a pushed
+    fine-tune is bit-exact.
+    """
+    rebuilt = base + tau
+    miss = _bits(rebuilt) != _bits(target)
+    if not bool(miss.any()):
+        return None
+    values = torch.where(miss, target, torch.zeros((), dtype=target.dtype))
+    return EncodedComponent(_LOSSLESS.get_config(), _LOSSLESS.encode(values), mask=encode_mask(miss), kind=FIX)
+
+
+def check_finite(name: str, tensor: torch.Tensor, what: str) -> None:
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise InvalidCheckpointError(f"tensor {name!r}: {what} has {bad} NaN/Inf value(s)")
+
+
+def encode_delta(
+    name: str, tau: torch.Tensor, codec: Codec, exact_target: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> EncodedTensor:
+    """Encode ``tau``; with ``exact_target=(target, base)`` an exact codec also gets a fix-up."""
+    check_finite(name, tau, "the delta")
+    payload = codec.encode(tau)
+    components = [EncodedComponent(codec.get_config(), payload, kind=ADD)]
+    decoded = tau if codec.exact else codec.decode(payload, tuple(tau.shape), tau.dtype)
+    if codec.exact and exact_target is not None:
+        fix = exactness_fix(exact_target[0], exact_target[1], decoded)
+        if fix is not None:
+            components.append(fix)
+    return EncodedTensor(
+        name, DELTA, tau.dtype, tuple(tau.shape), codec.get_config(), components, ErrorStats.of(tau, decoded)
+    )
+
+
+def encode_extra(name: str, tensor: torch.Tensor) -> EncodedTensor:
+    """A tensor the base lacks (a task head): stored whole and exact."""
+    check_finite(name, tensor, "the extra tensor")
+    payload = _LOSSLESS.encode(tensor)
+    comp = EncodedComponent(_LOSSLESS.get_config(), payload)
+    return EncodedTensor(
+        name, EXTRA, tensor.dtype, tuple(tensor.shape), _LOSSLESS.get_config(), [comp], ErrorStats.of(tensor, tensor)
+    )

@@ -1,0 +1,80 @@
+"""Pull: write a task vector as safetensors, or rebuild its fine-tune as a HF directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from tvstore.blobs import BlobStore
+from tvstore.checkpoint import TensorInfo, write_checkpoint_dir, write_safetensors
+from tvstore.checkpoint.writer import DEFAULT_SHARD_BYTES
+from tvstore.db.models import BaseModel
+from tvstore.parallel import ordered_map
+from tvstore.progress import Progress, no_progress
+from tvstore.sources import BaseSource, VectorSource
+
+
+def vector_metadata(vector: VectorSource) -> dict[str, str]:
+    extras = [n for n in vector.names() if vector.is_extra(n)]
+    return {
+        "tvstore.vector": vector.label,
+        "tvstore.base": vector.vector.base.name,
+        "tvstore.extra_tensors": ",".join(extras),
+    }
+
+
+def pull_vector(vector: VectorSource, out: Path, progress: Progress = no_progress) -> Path:
+    """tau (and extra tensors) as one ``.safetensors`` file, streamed."""
+    infos = vector.infos()
+    with progress(f"pulling {vector.label}", len(infos)) as advance:
+
+        def tensors() -> Iterator[tuple[str, torch.Tensor]]:
+            for name, value in zip(vector.names(), ordered_map(vector.get, vector.names())):
+                yield name, value
+                advance(1)
+
+        return write_safetensors(out, infos, tensors(), vector_metadata(vector))
+
+
+def side_files(base: BaseModel, blobs: BlobStore) -> Iterator[tuple[str, bytes]]:
+    for f in base.files:
+        yield f.path, blobs.get(f.blob_digest)
+
+
+def checkpoint_tensors(base: BaseSource, vector: VectorSource) -> tuple[list[TensorInfo], list[str]]:
+    """Output order: the base's tensors, then the vector's extras."""
+    extras = [n for n in vector.names() if vector.is_extra(n)]
+    infos = base.infos() + [vector.info(n) for n in extras]
+    return infos, extras
+
+
+def pull_checkpoint(
+    base: BaseSource,
+    vector: VectorSource,
+    blobs: BlobStore,
+    out: Path,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    progress: Progress = no_progress,
+) -> Path:
+    """base + vector, one tensor at a time, written as a directory ``transformers`` loads."""
+    infos, extras = checkpoint_tensors(base, vector)
+
+    def rebuild_one(name: str) -> torch.Tensor:
+        if name in extras:
+            return vector.get(name)
+        weight = base.get(name)
+        return vector.rebuild(name, weight) if name in vector else weight
+
+    names = [i.name for i in infos]
+    with progress(f"rebuilding {vector.label}", len(names)) as advance:
+
+        def tensors() -> Iterator[tuple[str, torch.Tensor]]:
+            for name, value in zip(names, ordered_map(rebuild_one, names)):
+                yield name, value
+                advance(1)
+
+        return write_checkpoint_dir(
+            out, infos, tensors(), side_files(base.base, blobs), max_shard_bytes, vector_metadata(vector)
+        )

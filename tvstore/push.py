@@ -1,0 +1,225 @@
+"""Push: a fine-tune (or a difference of two) becomes a stored task vector.
+
+Order of work, chosen so bad input costs nothing and a crash exposes nothing:
+1. everything checkable from headers is checked (names, shapes, dtypes,
+   extra tensors) before a byte of tensor data is read;
+2. non-float tensors are compared with the base (they are never stored);
+3. float tensors stream through the codecs, in parallel, and their blobs are
+   written as they are encoded;
+4. one metadata transaction makes the vector visible (or nothing does; blobs
+   of a failed push are unreferenced and ``gc`` reclaims them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tvstore.blobs import BlobStore
+from tvstore.checkpoint import Checkpoint, open_checkpoint
+from tvstore.checkpoint.digest import manifest_digest, tensor_digest
+from tvstore.codecs.plan import CodecPlan
+from tvstore.encode import EncodedTensor, encode_delta, encode_extra
+from tvstore.errors import InvalidCheckpointError, UsageError
+from tvstore.metrics import ErrorStats
+from tvstore.parallel import ordered_map
+from tvstore.progress import Progress, no_progress
+from tvstore.sources import BaseSource
+
+
+@dataclass
+class StoredComponent:
+    codec: dict[str, Any]
+    blob: str
+    blob_size: int
+    scale: float
+    mask_blob: str | None
+    mask_size: int
+    kind: str
+    mask_name: str | None = None
+
+
+@dataclass
+class StoredTensor:
+    """An encoded tensor whose bytes are already in the blob store."""
+
+    name: str
+    role: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    codec: dict[str, Any]
+    raw_bytes: int
+    stored_bytes: int
+    stats: ErrorStats
+    components: list[StoredComponent]
+
+
+def store_tensor(encoded: EncodedTensor, blobs: BlobStore) -> StoredTensor:
+    comps = []
+    for c in encoded.components:
+        mask_blob = blobs.put(c.mask) if c.mask is not None else None
+        comps.append(
+            StoredComponent(
+                c.codec, blobs.put(c.payload), len(c.payload), c.scale, mask_blob, len(c.mask or b""), c.kind,
+                c.extra.get("mask_name"),
+            )
+        )
+    return StoredTensor(
+        encoded.name, encoded.role, encoded.dtype, encoded.shape, encoded.codec,
+        encoded.raw_bytes, encoded.stored_bytes, encoded.stats, comps,
+    )
+
+
+@dataclass
+class PendingVector:
+    """Everything a push learned, ready for one metadata transaction."""
+
+    name: str
+    base_name: str
+    kind: str
+    plan: CodecPlan
+    tensors: list[StoredTensor] = field(default_factory=list)
+    source_digest: str | None = None
+    parent_digests: dict[str, tuple[str, str]] = field(default_factory=dict)  # role -> (path, digest)
+
+    @property
+    def stats(self) -> ErrorStats:
+        total = ErrorStats()
+        for t in self.tensors:
+            if t.role == "delta":
+                total += t.stats
+        return total
+
+
+def _check_against_base(ckpt: Checkpoint, base: BaseSource, allow_extra: bool) -> list[str]:
+    """Header-only checks; returns the extra tensor names (in checkpoint order)."""
+    extras = []
+    for info in ckpt.infos():
+        if info.name not in base:
+            extras.append(info.name)
+            continue
+        want = base.info(info.name)
+        if info.shape != want.shape:
+            raise InvalidCheckpointError(
+                f"{ckpt.path}: tensor {info.name!r} has shape {list(info.shape)}, base {base.base.name!r} has {list(want.shape)}"
+            )
+        if info.dtype != want.dtype:
+            raise InvalidCheckpointError(
+                f"{ckpt.path}: tensor {info.name!r} is {info.dtype}, base {base.base.name!r} stores it as {want.dtype}; "
+                "convert the checkpoint to the base's dtype first"
+            )
+    missing = [n for n in base.names() if n not in ckpt]
+    if missing:
+        raise InvalidCheckpointError(f"{ckpt.path}: tensor {missing[0]!r} of base {base.base.name!r} is missing")
+    if extras and not allow_extra:
+        raise InvalidCheckpointError(
+            f"{ckpt.path}: tensor {extras[0]!r} is not in base {base.base.name!r} "
+            f"({len(extras)} such tensor(s), e.g. a task head); pass --extra to store them with the vector"
+        )
+    return extras
+
+
+def _check_non_float(ckpt: Checkpoint, base: BaseSource) -> None:
+    for name in base.names():
+        info = base.info(name)
+        if not info.dtype.is_floating_point and not torch.equal(ckpt.get(name), base.get(name)):
+            raise InvalidCheckpointError(
+                f"{ckpt.path}: non-float tensor {name!r} differs from base {base.base.name!r}; "
+                "only float tensors can carry a task vector"
+            )
+
+
+def _non_float_digests(ckpt: Checkpoint, base: BaseSource) -> list[tuple[str, str]]:
+    return [(n, tensor_digest(ckpt.get(n))) for n in base.names() if not base.info(n).dtype.is_floating_point]
+
+
+def _float_names(base: BaseSource) -> list[str]:
+    return [n for n in base.names() if base.info(n).dtype.is_floating_point]
+
+
+def push_finetune(
+    name: str,
+    finetuned: Path,
+    base: BaseSource,
+    blobs: BlobStore,
+    plan: CodecPlan,
+    allow_extra: bool = False,
+    progress: Progress = no_progress,
+) -> PendingVector:
+    """Encode ``finetuned - base`` (exact rebuild guaranteed for exact codecs)."""
+    with open_checkpoint(finetuned) as ft:
+        extras = _check_against_base(ft, base, allow_extra)
+        _check_non_float(ft, base)
+        pending = PendingVector(name, base.base.name, "finetune", plan)
+        digests: list[tuple[str, str]] = []
+
+        def work(tname: str) -> tuple[StoredTensor, str]:
+            target = ft.get(tname)
+            if tname in extras:
+                return store_tensor(encode_extra(tname, target), blobs), tensor_digest(target)
+            b = base.get(tname)
+            tau = target - b
+            enc = encode_delta(tname, tau, plan.codec_for(tname), exact_target=(target, b))
+            return store_tensor(enc, blobs), tensor_digest(target)
+
+        _run(work, _float_names(base) + extras, pending, digests, progress, f"pushing {name}")
+        pending.source_digest = manifest_digest(digests + _non_float_digests(ft, base))
+        return pending
+
+
+def push_difference(
+    name: str,
+    from_path: Path,
+    to_path: Path,
+    base: BaseSource,
+    blobs: BlobStore,
+    plan: CodecPlan,
+    allow_extra: bool = False,
+    progress: Progress = no_progress,
+) -> PendingVector:
+    """Encode ``to - from`` (e.g. theta_GRPO - theta_SFT); extras are taken from ``to``."""
+    with open_checkpoint(from_path) as a, open_checkpoint(to_path) as b:
+        _check_against_base(a, base, allow_extra=True)
+        extras = _check_against_base(b, base, allow_extra)
+        pending = PendingVector(name, base.base.name, "difference", plan)
+        da: list[tuple[str, str]] = []
+        db: list[tuple[str, str]] = []
+
+        def work(tname: str) -> tuple[StoredTensor, str]:
+            tb = b.get(tname)
+            db.append((tname, tensor_digest(tb)))
+            if tname in extras:
+                return store_tensor(encode_extra(tname, tb), blobs), ""
+            ta = a.get(tname)
+            da.append((tname, tensor_digest(ta)))
+            return store_tensor(encode_delta(tname, tb - ta, plan.codec_for(tname)), blobs), ""
+
+        _run(work, _float_names(base) + extras, pending, [], progress, f"pushing {name}")
+        pending.parent_digests = {
+            "from": (str(from_path), manifest_digest(da + _non_float_digests(a, base))),
+            "to": (str(to_path), manifest_digest(db + _non_float_digests(b, base))),
+        }
+        return pending
+
+
+def _run(work, names: list[str], pending: PendingVector, digests: list, progress: Progress, label: str) -> None:
+    with progress(label, len(names)) as advance:
+        for stored, digest in ordered_map(work, names):
+            pending.tensors.append(stored)
+            if digest:
+                digests.append((stored.name, digest))
+            advance(1)
+
+
+def parse_meta(items: list[str]) -> dict[str, str]:
+    """``["task=sst2", "lr=2e-5"]`` to a dict; a usage error names a malformed item."""
+    meta = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"bad --meta {item!r}: expected key=value")
+        meta[key.strip()] = value
+    return meta

@@ -1,0 +1,53 @@
+"""Parse registry references: ``NAME``, ``NAME@VERSION`` or ``NAME:TAG``.
+
+One parser for every place a user names a stored vector (CLI arguments,
+recipes), so the grammar and its error messages are the same everywhere.
+Names are restricted to letters, digits and ``-_.`` so a reference can never
+smuggle a path separator into a file path or a Hugging Face repo id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tvstore.errors import UsageError
+
+_NAME = r"[A-Za-z0-9_.-]+"
+_REF = re.compile(rf"(?P<name>{_NAME})(?:@(?P<version>[0-9]+)|:(?P<tag>{_NAME}))?")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to a stored vector: by name, optionally pinned to a version or a tag."""
+
+    name: str
+    version: int | None = None
+    tag: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}@{self.version}"
+        if self.tag is not None:
+            return f"{self.name}:{self.tag}"
+        return self.name
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return ``name`` if it is a valid registry name, else raise ``UsageError``."""
+    if not isinstance(name, str) or not re.fullmatch(_NAME, name) or name in (".", ".."):
+        raise UsageError(f"invalid {what} {name!r}: use letters, digits, '-', '_' and '.' only")
+    return name
+
+
+def parse_ref(text: str) -> Ref:
+    """Parse ``NAME``, ``NAME@VERSION`` (VERSION >= 1) or ``NAME:TAG``."""
+    if not isinstance(text, str):
+        raise UsageError(f"invalid reference {text!r}: expected NAME, NAME@VERSION or NAME:TAG")
+    m = _REF.fullmatch(text.strip())
+    if m is None or m["name"] in (".", ".."):
+        raise UsageError(f"invalid reference {text!r}: expected NAME, NAME@VERSION or NAME:TAG")
+    version = int(m["version"]) if m["version"] is not None else None
+    if version is not None and version < 1:
+        raise UsageError(f"invalid reference {text!r}: versions start at 1")
+    return Ref(m["name"], version, m["tag"])

@@ -1,0 +1,121 @@
+"""Tensors read back from the registry: a base's weights, a vector's deltas.
+
+These are the lazy, one-tensor-at-a-time sources that pulls, checkpoint
+rebuilds and merges are all built from; nothing here loads a whole model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+
+from tvstore.blobs import BlobStore
+from tvstore.checkpoint.dtypes import dtype_from_name
+from tvstore.checkpoint.reader import TensorInfo
+from tvstore.codecs import get_codec
+from tvstore.components import Component, delta, rebuild
+from tvstore.db.models import BaseModel, BaseTensor, ComponentRow, TaskVector, VectorTensor
+from tvstore.encode import EXTRA
+from tvstore.errors import CorruptBlobError, NotFoundError
+
+
+def _fetcher(blobs: BlobStore, context: str):
+    def fetch(digest: str) -> bytes:
+        try:
+            return blobs.get(digest)
+        except CorruptBlobError as exc:
+            raise CorruptBlobError(digest, str(exc).split(": ", 1)[-1], context) from None
+        except NotFoundError:
+            raise NotFoundError(f"blob {digest} ({context}) is missing from {blobs.url}") from None
+
+    return fetch
+
+
+def tensor_info(row: BaseTensor | VectorTensor) -> TensorInfo:
+    return TensorInfo(row.name, dtype_from_name(row.dtype), tuple(row.shape))
+
+
+def to_component(row: ComponentRow) -> Component:
+    return Component(row.codec, row.blob_digest, row.scale, row.mask.blob_digest if row.mask else None, row.kind)
+
+
+class BaseSource:
+    """A registered base model's weights, decoded from its lossless blobs."""
+
+    def __init__(self, base: BaseModel, blobs: BlobStore) -> None:
+        self.base = base
+        self.blobs = blobs
+        self._rows = {t.name: t for t in base.tensors}
+
+    def names(self) -> list[str]:
+        return list(self._rows)
+
+    def info(self, name: str) -> TensorInfo:
+        return tensor_info(self._rows[name])
+
+    def infos(self) -> list[TensorInfo]:
+        return [tensor_info(r) for r in self._rows.values()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rows
+
+    def get(self, name: str) -> torch.Tensor:
+        row = self._rows[name]
+        fetch = _fetcher(self.blobs, f"base {self.base.name!r}, tensor {name!r}")
+        info = tensor_info(row)
+        return get_codec(row.codec).decode(fetch(row.blob_digest), info.shape, info.dtype)
+
+
+class VectorSource(Mapping[str, torch.Tensor]):
+    """A task vector's tensors by name: tau for deltas, the value for extras.
+
+    A ``Mapping``, so ``dict(source)`` or ``model.load_state_dict`` style use
+    works, but each access decodes one tensor on demand.
+    """
+
+    def __init__(self, vector: TaskVector, blobs: BlobStore) -> None:
+        self.vector = vector
+        self.blobs = blobs
+        self._rows = {t.name: t for t in vector.tensors}
+
+    @property
+    def label(self) -> str:
+        return f"{self.vector.name}@{self.vector.version}"
+
+    def names(self) -> list[str]:
+        return list(self._rows)
+
+    def info(self, name: str) -> TensorInfo:
+        return tensor_info(self._rows[name])
+
+    def infos(self) -> list[TensorInfo]:
+        return [tensor_info(r) for r in self._rows.values()]
+
+    def is_extra(self, name: str) -> bool:
+        return self._rows[name].role == EXTRA
+
+    def components(self, name: str) -> list[Component]:
+        return [to_component(c) for c in self._rows[name].components]
+
+    def fetch(self, name: str):
+        return _fetcher(self.blobs, f"vector {self.label}, tensor {name!r}")
+
+    def get(self, name: str) -> torch.Tensor:
+        info = self.info(name)
+        return delta(self.components(name), info.shape, info.dtype, self.fetch(name))
+
+    def rebuild(self, name: str, base: torch.Tensor) -> torch.Tensor:
+        """theta for one tensor: base plus this vector's components (exact for exact codecs)."""
+        return rebuild(base, self.components(name), self.fetch(name))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._rows:
+            raise KeyError(name)
+        return self.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
