@@ -66,6 +66,12 @@ class LocalBlobStore(BlobStore):
                 if not entry.name.startswith("."):
                     yield prefix.name + entry.name
 
+    def modified(self, digest: str) -> float | None:
+        try:
+            return self.path(digest).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def size(self, digest: str) -> int:
         try:
             return self.path(digest).stat().st_size

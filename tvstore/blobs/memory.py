@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 from tvstore.blobs.base import BlobStore, check_digest, digest_bytes
@@ -10,6 +11,7 @@ from tvstore.blobs.base import BlobStore, check_digest, digest_bytes
 #: named stores live as long as the process, so ``memory://name`` reopens one
 _STORES: dict[str, dict[str, bytes]] = {}
 _LOCK = threading.Lock()
+_WRITTEN: dict[str, float] = {}
 
 
 class MemoryBlobStore(BlobStore):
@@ -21,7 +23,9 @@ class MemoryBlobStore(BlobStore):
     def put(self, data: bytes) -> str:
         digest = digest_bytes(data)
         with _LOCK:
-            self._blobs.setdefault(digest, bytes(data))
+            if digest not in self._blobs:
+                self._blobs[digest] = bytes(data)
+                _WRITTEN[digest] = time.time()
         return digest
 
     def _read(self, digest: str) -> bytes:
@@ -39,6 +43,9 @@ class MemoryBlobStore(BlobStore):
 
     def iter_digests(self) -> Iterator[str]:
         yield from list(self._blobs)
+
+    def modified(self, digest: str) -> float | None:
+        return _WRITTEN.get(digest) if digest in self._blobs else None
 
     def size(self, digest: str) -> int:
         return len(self._read(check_digest(digest)))
