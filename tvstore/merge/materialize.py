@@ -1,0 +1,212 @@
+"""Streaming materialisation of a merge, one tensor at a time.
+
+``Merger`` binds a resolved recipe to tensor sources (the base, and one source
+per recipe vector whose ``get`` returns that vector's tau) and computes any
+single merged tensor in fp32: theta = base + method(taus, weights, params).
+It is itself a ``TensorSource``, so merged models can be written by the
+checkpoint writer or fed to another merge.
+
+``materialize`` yields ``(name, theta)`` in order, computing a few tensors
+ahead on a small thread pool (torch kernels release the GIL). At most
+``workers + lookahead`` tensors are in flight and each holds its inputs' taus
+plus the base and the result, so peak memory is about
+(inputs + 2) x largest tensor x in-flight count, whatever the tensor count.
+
+Tensors the base lacks but inputs have (a new classification head, say) follow
+the recipe's ``extra_tensors`` policy: ``merge`` treats the base as zeros and
+merges the inputs that have the tensor (task arithmetic: weight x tensor, the
+verbatim tensor at weight 1); ``copy`` takes the tensor verbatim from the one
+input that has it; ``refuse`` (the default for methods that trim or elect
+signs, where zero-based trimming of a head is meaningless) raises. For such a
+tensor an input source's ``get`` returns the fine-tune's own tensor (its delta
+against zeros). An input lacking a base tensor contributes a zero tau.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from tvstore.checkpoint.reader import TensorInfo
+from tvstore.errors import TvstoreError, UsageError
+from tvstore.merge.recipe import Recipe, ResolvedRecipe
+
+
+@runtime_checkable
+class TensorSource(Protocol):
+    """Named tensors, read one at a time."""
+
+    def names(self) -> list[str]: ...
+
+    def info(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
+        """``(dtype, shape)``; an object with ``.dtype`` and ``.shape`` is accepted too."""
+        ...
+
+    def get(self, name: str) -> torch.Tensor: ...
+
+
+class Merger:
+    """A merge bound to its sources; ``get(name)`` computes one merged tensor."""
+
+    def __init__(self, recipe: Recipe | ResolvedRecipe, base: TensorSource, inputs: Sequence[TensorSource],
+                 dtype: torch.dtype | None = None) -> None:
+        resolved = recipe if isinstance(recipe, ResolvedRecipe) else recipe.resolve(base.names())
+        self.recipe = resolved
+        vectors = resolved.recipe.vectors
+        if len(inputs) != len(vectors):
+            raise UsageError(f"merge needs {len(vectors)} input sources (one per vector), got {len(inputs)}")
+        self._base = base
+        self._base_names = set(base.names())
+        # recipe input slot -> source (None for the base-as-input entry: a zero tau)
+        it = iter(inputs)
+        self._slots: list[TensorSource | None] = [None if i.is_base else next(it) for i in resolved.recipe.inputs]
+        self._held = [set(s.names()) if s is not None else set() for s in self._slots]
+        self._dtype = dtype or resolved.recipe.dtype
+        self._names = self._order(base.names())
+
+    def _order(self, base_names: list[str]) -> list[str]:
+        """Base order, then tensors only inputs have, in input order."""
+        names = list(base_names)
+        seen = set(names)
+        for src in self._slots:
+            for n in src.names() if src is not None else ():
+                if n not in seen:
+                    seen.add(n)
+                    names.append(n)
+        return names
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def info(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
+        if name in self._base_names:
+            dtype, shape = _dtype_shape(self._base.info(name))
+        else:
+            dtype, shape = _dtype_shape(self._holder(name).info(name))
+        return (self._dtype or dtype), tuple(shape)
+
+    def infos(self) -> list[TensorInfo]:
+        """Output dtype and shape of every tensor, in order: what a checkpoint writer needs up front."""
+        return [TensorInfo(n, *self.info(n)) for n in self._names]
+
+    def _holder(self, name: str) -> TensorSource:
+        for src, held in zip(self._slots, self._held):
+            if name in held:
+                return src  # type: ignore[return-value]
+        raise KeyError(name)
+
+    def get(self, name: str) -> torch.Tensor:
+        """theta[name] = base + merged delta, computed in fp32, cast to the output dtype."""
+        if name not in self._base_names:
+            return self._extra(name)
+        out_dtype, shape = self.info(name)
+        base_dtype, _ = _dtype_shape(self._base.info(name))
+        if not base_dtype.is_floating_point:  # integer buffers (position ids...) are not merged
+            return self._base.get(name)
+        theta = self._delta(name, shape, self._slots_with(name, all_slots=True))
+        theta += self._base.get(name).to(torch.float32)
+        return theta.to(out_dtype)
+
+    def _slots_with(self, name: str, *, all_slots: bool) -> list[int]:
+        return [i for i, held in enumerate(self._held) if all_slots or name in held]
+
+    def _delta(self, name: str, shape: tuple[int, ...], slots: list[int]) -> torch.Tensor:
+        plan = self.recipe.plan(name)
+        taus = [self._tau(i, name, shape) for i in slots]
+        weights = [plan.weights[i] for i in slots]
+        params = {k: ([v[i] for i in slots] if isinstance(v, list) else v) for k, v in plan.params.items()}
+        fn = self.recipe.recipe.method.fn
+        return fn(taus, weights, params, name=name, base=None).to(torch.float32)
+
+    def _tau(self, slot: int, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        src = self._slots[slot]
+        if src is None or name not in self._held[slot]:
+            return torch.zeros(shape, dtype=torch.float32)
+        tau = src.get(name)
+        if tuple(tau.shape) != tuple(shape):
+            ref = self.recipe.recipe.inputs[slot].ref
+            raise TvstoreError(f"input {ref}: tensor {name!r} has shape {tuple(tau.shape)}, base has {tuple(shape)}")
+        return tau.to(torch.float32)
+
+    def _extra(self, name: str) -> torch.Tensor:
+        """A tensor the base lacks: apply the recipe's ``extra_tensors`` policy."""
+        recipe = self.recipe.recipe
+        slots = self._slots_with(name, all_slots=False)
+        holders = ", ".join(str(recipe.inputs[i].ref) for i in slots)
+        out_dtype, shape = self.info(name)
+        if recipe.extra_tensors == "refuse":
+            raise UsageError(f"tensor {name!r} is not in the base (only in {holders}); method {recipe.method.name!r} "
+                             "has no sensible merge for it: set extra_tensors to 'copy' or 'merge'")
+        if recipe.extra_tensors == "copy":
+            if len(slots) != 1:
+                raise UsageError(f"tensor {name!r} is not in the base and is in several inputs ({holders}); "
+                                 "extra_tensors 'copy' needs exactly one")
+            return self._tau(slots[0], name, shape).to(out_dtype)
+        return self._delta(name, shape, slots).to(out_dtype)
+
+
+def _dtype_shape(info: object) -> tuple[torch.dtype, tuple[int, ...]]:
+    """Accept ``(dtype, shape)`` or anything with ``.dtype``/``.shape`` (e.g. a checkpoint's ``TensorInfo``)."""
+    if hasattr(info, "dtype"):
+        return info.dtype, tuple(info.shape)  # type: ignore[attr-defined]
+    dtype, shape = info  # type: ignore[misc]
+    return dtype, tuple(shape)
+
+
+def materialize(merger: Merger, *, workers: int = 2, lookahead: int = 1) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, theta)`` in order, computing up to ``workers + lookahead`` tensors ahead."""
+    names = merger.names()
+    if workers <= 1:
+        for name in names:
+            yield name, merger.get(name)
+        return
+    window = workers + max(0, lookahead)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tvstore-merge") as pool:
+        pending: deque[tuple[str, Future[torch.Tensor]]] = deque()
+        todo = iter(names)
+        try:
+            for name in todo:
+                pending.append((name, pool.submit(merger.get, name)))
+                if len(pending) >= window:
+                    done_name, fut = pending.popleft()
+                    yield done_name, fut.result()
+            while pending:
+                done_name, fut = pending.popleft()
+                yield done_name, fut.result()
+        finally:
+            for _, fut in pending:  # a consumer that stops early must not leave work running
+                fut.cancel()
+
+
+class LazyMerged(Mapping[str, torch.Tensor]):
+    """A merged model as a read-only mapping: each tensor is computed when accessed, never cached.
+
+    ``model.load_state_dict(LazyMerged(...), strict=False)`` works without
+    materialising more than one tensor at a time beyond what the model holds.
+    """
+
+    def __init__(self, merger: Merger) -> None:
+        self._merger = merger
+        self._names = merger.names()
+        self._set = set(self._names)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._set:
+            raise KeyError(name)
+        return self._merger.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._set
+
+    def info(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
+        return self._merger.info(name)
