@@ -1,0 +1,151 @@
+"""Low-rank task vectors: truncated SVD factors, or a PEFT LoRA adapter's own factors.
+
+A tensor of two or more dims is viewed as a matrix (dim 0) x (the rest) and
+stored as factors ``B`` (m x r) and ``A`` (r x n) with ``delta = B @ A * scale``.
+For an SVD ``U S V^T``, ``B = U_r sqrt(S_r)`` and ``A = sqrt(S_r) V_r^T`` (balanced,
+so fp16/bf16 factors keep their range) and ``scale = 1``. The rank is ``rank``,
+or, when ``energy`` is set, the smallest rank whose singular values keep that
+fraction of ``sum S^2`` (capped at ``rank`` unless ``rank`` is None).
+
+Tensors of fewer than two dims (biases, norms) are encoded with the
+``fallback`` codec (default ``lossless``); the payload records which path was
+taken (and the fallback's full config), so decoding needs nothing else.
+
+The product is summed rank-1 term by rank-1 term in float32 with separate
+multiply and add operations, never through BLAS, so a rebuild is
+bit-identical on every machine (BLAS kernels sum in CPU-dependent order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+
+import numpy as np
+import torch
+
+from tvstore.codecs import bitpack, framing
+from tvstore.codecs.base import Codec, Shape, get_codec, register_codec
+from tvstore.codecs.values import check_value_dtype, decode_values, encode_values
+from tvstore.errors import CodecError
+
+_VERSION = 1
+FACTORS, FALLBACK = 0, 1
+_FACTOR_HEADER = struct.Struct("<BQQQd")  # path, rows, cols, rank, scale
+
+
+def matrix_shape(shape: Shape) -> tuple[int, int]:
+    rows = shape[0]
+    return rows, int(np.prod(shape[1:]))
+
+
+def svd_factors(matrix: torch.Tensor, rank: int | None, energy: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Balanced truncated-SVD factors (B, A) of a float matrix."""
+    u, s, vh = torch.linalg.svd(matrix.to(torch.float32), full_matrices=False)
+    r = s.numel() if rank is None else min(rank, s.numel())
+    if energy is not None:
+        sq = s.to(torch.float64) ** 2
+        kept = torch.cumsum(sq, 0) / sq.sum()
+        r = min(r, int(torch.searchsorted(kept, torch.tensor([energy], dtype=torch.float64)).item()) + 1)
+    root = s[:r].sqrt()
+    return u[:, :r] * root, root[:, None] * vh[:r]
+
+
+def lowrank_payload_from_factors(b: torch.Tensor, a: torch.Tensor, scale: float = 1.0, factors: str = "fp32") -> bytes:
+    """A ``lowrank`` payload for ``delta = b @ a * scale``, stored exactly as given (at ``factors`` dtype).
+
+    For a PEFT LoRA module pass ``b = lora_B.weight`` (out x r), ``a = lora_A.weight``
+    (r x in) and ``scale = lora_alpha / r`` (``lora_alpha / sqrt(r)`` with rslora;
+    per-module r and alpha from ``rank_pattern``/``alpha_pattern``). With
+    ``fan_in_fan_out`` the base weight is stored transposed (in x out), so pass
+    ``b = lora_A.weight.T`` and ``a = lora_B.weight.T``. Decode with any
+    ``lowrank`` codec config and the base weight's shape.
+    """
+    check_value_dtype(factors, "factors")
+    if b.ndim != 2 or a.ndim != 2 or b.shape[1] != a.shape[0]:
+        raise ValueError(f"factors must be (m x r) and (r x n), got {tuple(b.shape)} and {tuple(a.shape)}")
+    m, r = b.shape
+    n = a.shape[1]
+    if scale == 0.0 or not (bool(b.any()) and bool(a.any())):
+        return bitpack.ZERO_PAYLOAD
+    header = _FACTOR_HEADER.pack(FACTORS, m, n, r, float(scale))
+    sections = encode_values(b.detach().reshape(-1), factors) + encode_values(a.detach().reshape(-1), factors)
+    return framing.pack(_VERSION, header, sections)
+
+
+def product(b: torch.Tensor, a: torch.Tensor, scale: float) -> torch.Tensor:
+    """float32 ``b @ a * scale`` in a fixed order of IEEE operations (machine-independent)."""
+    out = torch.zeros(b.shape[0], a.shape[1], dtype=torch.float32)
+    term = torch.empty_like(out)
+    for j in range(b.shape[1]):  # one whole-matrix update per rank, not per element
+        torch.mul(b[:, j : j + 1], a[j : j + 1, :], out=term)
+        out.add_(term)
+    if scale != 1.0:
+        out.mul_(torch.tensor(scale, dtype=torch.float32))
+    return out
+
+
+def _parse_fallback(spec: str) -> Codec:
+    from tvstore.codecs.spec import parse_codec_spec  # spec imports the registry; keep this module importable first
+
+    try:
+        codec = parse_codec_spec(spec)
+    except CodecError as exc:
+        raise ValueError(f"fallback: {exc}") from None
+    if codec.codec_id == "lowrank":
+        raise ValueError("fallback must not be lowrank itself")
+    return codec
+
+
+@register_codec
+@dataclasses.dataclass(frozen=True)
+class Lowrank(Codec):
+    """Truncated SVD (``rank``, or kept ``energy`` fraction capped at ``rank``); ``factors`` dtype."""
+
+    codec_id = "lowrank"
+    rank: int | None = 16
+    energy: float | None = None
+    factors: str = "fp32"
+    fallback: str = "lossless"
+
+    def __post_init__(self) -> None:
+        if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
+            raise ValueError(f"rank must be a positive integer or null, got {self.rank!r}")
+        if self.energy is not None and (not isinstance(self.energy, (int, float)) or not 0 < self.energy <= 1):
+            raise ValueError(f"energy must be in (0, 1] or null, got {self.energy!r}")
+        if self.rank is None and self.energy is None:
+            raise ValueError("rank and energy cannot both be null")
+        check_value_dtype(self.factors, "factors")
+        _parse_fallback(self.fallback)
+
+    def encode(self, tensor: torch.Tensor) -> bytes:
+        if tensor.ndim < 2:
+            inner = _parse_fallback(self.fallback)
+            config = json.dumps(inner.get_config(), sort_keys=True).encode()
+            header = struct.pack("<B", FALLBACK) + config
+            return framing.pack(_VERSION, header, [inner.encode(tensor)])
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError("lowrank cannot encode inf or nan entries")
+        if not bool(tensor.any()):
+            return bitpack.ZERO_PAYLOAD
+        m, n = matrix_shape(tuple(tensor.shape))
+        matrix = tensor.detach().reshape(m, n)
+        peak = float(matrix.abs().max())
+        b, a = svd_factors(matrix.to(torch.float64) / peak, self.rank, self.energy)  # unit range: no fp32 overflow
+        return lowrank_payload_from_factors(b, a, peak, self.factors)
+
+    def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
+        if data == bitpack.ZERO_PAYLOAD:
+            return torch.zeros(shape, dtype=dtype)
+        version, header, sections = framing.unpack(data)
+        if version != _VERSION:
+            raise ValueError(f"lowrank payload version {version} is newer than this tvstore")
+        if header[0] == FALLBACK:
+            return get_codec(json.loads(header[1:])).decode(sections[0], shape, dtype)
+        _, m, n, r, scale = _FACTOR_HEADER.unpack(header)
+        if len(shape) < 2 or matrix_shape(shape) != (m, n):
+            raise ValueError(f"lowrank payload is a {m} x {n} matrix, not shape {shape}")
+        b, used = decode_values(sections, torch.float32)
+        a, _ = decode_values(sections[used:], torch.float32)
+        return product(b.reshape(m, r), a.reshape(r, n), scale).to(dtype).reshape(shape)

@@ -1,0 +1,154 @@
+"""TVQ: asymmetric min-max quantization of a task vector, truly bit-packed.
+
+Per group of entries (the whole tensor, one output channel = one slice along
+dim 0, or ``group_size`` consecutive entries of the flattened tensor):
+
+    s = (2^b - 1) / (max - min)      stored as float32, rounded *down*
+    z = -round(s * min)               stored as an integer
+    q = clamp(round(s * x + z), 0, 2^b - 1)
+    x_hat = (q - z) / s
+
+Rounding ``s`` down keeps every ``s*x + z`` inside ``[-1/2, 2^b - 1/2]``, so
+clamping never costs more than rounding and the promised bound holds for
+every entry: ``|x - x_hat| <= 1/(2s)`` plus the final rounding of ``x_hat``
+to float32 and then to the tensor's dtype. A constant group uses
+``s = 1/|min|`` (or 1 for zeros), which reproduces it up to that rounding.
+
+Encoding works in float64 (so any fp32 range, up to +-3.4e38, is fine);
+decoding is two whole-array float32 operations after unpacking the codes
+(float64 only when some ``|z|`` is too large for float32 to hold ``q - z``
+exactly), so it runs at GB/s and is bit-identical on every machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import numpy as np
+import torch
+
+from tvstore.codecs import bitpack, framing, planes
+from tvstore.codecs.base import Codec, Shape, register_codec
+
+_VERSION = 1
+_GRANULARITIES = ("tensor", "channel", "group")
+_HEADER = struct.Struct("<BBQQQ")  # bits, granularity index, n, groups, group width
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_EXACT = 1 << 24
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantParams:
+    """Per-group scale ``s`` (float32) and zero point ``z`` (int64)."""
+
+    s: np.ndarray
+    z: np.ndarray
+
+
+def group_view_shape(shape: Shape, granularity: str, group_size: int) -> tuple[int, int]:
+    """(groups, entries per group) of the flattened tensor; the last group is padded."""
+    n = int(np.prod(shape)) if shape else 1
+    if granularity == "tensor" or n == 0:
+        return 1, n
+    if granularity == "channel":
+        rows = shape[0] if len(shape) >= 2 else 1  # a 1-D tensor is one channel
+        return rows, n // rows if rows else 0
+    return -(-n // group_size), group_size
+
+
+def min_max_params(x: np.ndarray, bits: int) -> QuantParams:
+    """s and z per row of ``x`` (float64, shape (groups, width))."""
+    levels = (1 << bits) - 1
+    lo, hi = x.min(axis=1), x.max(axis=1)
+    span = hi - lo
+    with np.errstate(divide="ignore"):
+        flat = np.where(lo != 0, 1.0 / np.abs(lo), 1.0)
+        s = np.where(span > 0, levels / np.where(span > 0, span, 1.0), flat)
+    s = np.minimum(s, _F32_MAX)
+    s32 = s.astype(np.float32)
+    s32 = np.where(s32.astype(np.float64) > s, np.nextafter(s32, np.float32(0)), s32).astype(np.float32)
+    z = -np.rint(s32.astype(np.float64) * lo).astype(np.int64)
+    return QuantParams(s32, z)
+
+
+def quantize(x: np.ndarray, params: QuantParams, bits: int) -> np.ndarray:
+    """uint8 codes of ``x`` (float64, (groups, width)) under ``params``."""
+    s = params.s.astype(np.float64)[:, None]
+    q = np.rint(s * x + params.z.astype(np.float64)[:, None])
+    return np.clip(q, 0, (1 << bits) - 1).astype(np.uint8)
+
+
+def dequantize(codes: torch.Tensor, params: QuantParams, bits: int) -> torch.Tensor:
+    """float32 (q - z) / s per row of ``codes`` ((groups, width) uint8)."""
+    exact32 = params.z.size == 0 or int(np.abs(params.z).max()) + (1 << bits) < _F32_EXACT
+    work = torch.float32 if exact32 else torch.float64
+    z = torch.from_numpy(params.z).to(work)[:, None]
+    s = torch.from_numpy(params.s).to(work)[:, None]
+    out = codes.to(work).sub_(z).div_(s)
+    return out if exact32 else out.to(torch.float32)
+
+
+@register_codec
+@dataclasses.dataclass(frozen=True)
+class Quant(Codec):
+    """``bits`` in 1..8 (TVQ uses 8/4/3/2); ``granularity`` tensor|channel|group."""
+
+    codec_id = "quant"
+    bits: int = 4
+    granularity: str = "tensor"
+    group_size: int = 128
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or not 1 <= self.bits <= 8:
+            raise ValueError(f"bits must be an integer in 1..8, got {self.bits!r}")
+        if self.granularity not in _GRANULARITIES:
+            raise ValueError(f"granularity must be one of {', '.join(_GRANULARITIES)}, got {self.granularity!r}")
+        if not isinstance(self.group_size, int) or self.group_size < 1:
+            raise ValueError(f"group_size must be a positive integer, got {self.group_size!r}")
+
+    def error_bound(self, payload: bytes) -> np.ndarray:
+        """Per-group bound 1/(2s) on |x - x_hat| before dtype rounding (for tests and reports)."""
+        if payload == bitpack.ZERO_PAYLOAD:
+            return np.zeros(1)
+        _, _, params = _read(payload)
+        return 0.5 / params.s.astype(np.float64)
+
+    def encode(self, tensor: torch.Tensor) -> bytes:
+        flat = tensor.detach().reshape(-1)
+        if not bool(torch.isfinite(flat).all()):
+            raise ValueError("quant cannot encode inf or nan entries")
+        if not bool(flat.any()):
+            return bitpack.ZERO_PAYLOAD
+        groups, width = group_view_shape(tuple(tensor.shape), self.granularity, self.group_size)
+        x = flat.to(torch.float64).numpy()
+        if groups * width != x.size:
+            x = np.pad(x, (0, groups * width - x.size), mode="edge")
+        x = x.reshape(groups, width)
+        params = min_max_params(x, self.bits)
+        codes = quantize(x, params, self.bits)
+        header = _HEADER.pack(self.bits, _GRANULARITIES.index(self.granularity), flat.numel(), groups, width)
+        sections = [bitpack.pack_bits(codes, self.bits)]
+        sections += planes.split_planes(params.s.view(np.uint32)) + planes.split_planes(params.z.view(np.uint64))
+        return framing.pack(_VERSION, header, sections)
+
+    def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
+        if data == bitpack.ZERO_PAYLOAD:
+            return torch.zeros(shape, dtype=dtype)
+        (bits, n, groups, width), codes_bytes, params = _read(data)
+        expected = int(np.prod(shape)) if shape else 1
+        if n != expected:
+            raise ValueError(f"quant payload holds {n} entries, shape {shape} needs {expected}")
+        codes = torch.from_numpy(bitpack.unpack_bits(codes_bytes, bits, groups * width)).reshape(groups, width)
+        out = dequantize(codes, params, bits).reshape(-1)[:n]
+        return out.to(dtype).reshape(shape)
+
+
+def _read(data: bytes) -> tuple[tuple[int, int, int, int], bytes, QuantParams]:
+    version, header, sections = framing.unpack(data)
+    if version != _VERSION:
+        raise ValueError(f"quant payload version {version} is newer than this tvstore")
+    bits, _, n, groups, width = _HEADER.unpack(header)
+    s = planes.join_planes(sections[1:5], 4).view(np.float32)
+    z = planes.join_planes(sections[5:13], 8).view(np.int64)
+    return (bits, n, groups, width), sections[0], QuantParams(s, z)

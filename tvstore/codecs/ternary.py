@@ -1,0 +1,98 @@
+"""ComPEFT: keep the top-k support, replace kept values by ``+-alpha * sigma``.
+
+``sigma`` is the population standard deviation of the whole tensor (all
+entries, computed in float64), ``alpha`` a user parameter (default 1). The
+support is exactly :class:`tvstore.codecs.sparse.Sparse`'s at the same
+density (so exactly-zero entries are never kept); the payload is the coded
+support, one sign bit per kept entry (packed, zstd) and one float32
+magnitude ``v = float32(alpha * sigma)``. Every decoded entry is 0 or
+``+-v`` rounded to the output dtype, with the sign of ``tau``.
+
+Two layouts: *sparse* (coded positions + k sign bits)
+and, for dense supports, *codes* (one 2-bit code per entry, 0 = dropped,
+1 = +v, 2 = -v, packed four to a byte, zstd). zstd's Huffman stage brings the
+codes close to the ternary entropy, and they decode without any scatter,
+branch-free (``v * ((c & 1) - (c >> 1))``), which keeps decoding above
+1 GB/s at high densities, where scattering through a dense random support
+is slow. The codes layout is chosen for supports of at least n/16 entries
+when it is at most 10% larger than the sparse layout (a small price for a
+several-fold faster decode); otherwise the sparse layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import numpy as np
+import torch
+
+from tvstore.codecs import bitpack, framing
+from tvstore.codecs.base import Codec, Shape, register_codec
+from tvstore.codecs.sparse import Sparse
+
+_VERSION = 1
+_HEADER = struct.Struct("<QfB")  # n, magnitude, layout
+SPARSE, CODES = 0, 1
+
+
+def magnitude(tensor: torch.Tensor, alpha: float) -> float:
+    """float32(alpha * std(tau)) (saturated at float32's max), the one value every kept entry takes."""
+    sigma = float(tensor.detach().to(torch.float64).std(correction=0)) if tensor.numel() else 0.0
+    return float(np.float32(min(alpha * sigma, float(np.finfo(np.float32).max))))
+
+
+@register_codec
+@dataclasses.dataclass(frozen=True)
+class Ternary(Codec):
+    """ComPEFT ternary codec (``density`` of entries kept, ``alpha`` scales sigma)."""
+
+    codec_id = "ternary"
+    density: float = 0.1
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.density, (int, float)) or not 0 < self.density <= 1:
+            raise ValueError(f"density must be in (0, 1], got {self.density!r}")
+        if not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < float("inf"):
+            raise ValueError(f"alpha must be a positive finite number, got {self.alpha!r}")
+
+    def encode(self, tensor: torch.Tensor) -> bytes:
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError("ternary cannot encode inf or nan entries")
+        pos = Sparse(density=self.density).support(tensor)
+        value = magnitude(tensor, self.alpha)
+        if pos.size == 0 or value == 0.0:
+            return bitpack.ZERO_PAYLOAD
+        n = tensor.numel()
+        negative = (tensor.detach().reshape(-1)[torch.from_numpy(pos)] < 0).numpy()
+        sparse = framing.pack(
+            _VERSION, _HEADER.pack(n, value, SPARSE), [bitpack.encode_indices(pos, n), bitpack.pack_bits(negative, 1)]
+        )
+        if pos.size < n // 16:  # position gaps always win there; skip building the codes
+            return sparse
+        codes = np.zeros(n, dtype=np.uint8)
+        codes[pos] = 1 + negative
+        dense = framing.pack(_VERSION, _HEADER.pack(n, value, CODES), [bitpack.pack_bits(codes, 2)])
+        return dense if len(dense) <= 1.1 * len(sparse) else sparse
+
+    def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
+        if data == bitpack.ZERO_PAYLOAD:
+            return torch.zeros(shape, dtype=dtype)
+        version, header, sections = framing.unpack(data)
+        if version != _VERSION:
+            raise ValueError(f"ternary payload version {version} is newer than this tvstore")
+        n, value, layout = _HEADER.unpack(header)
+        expected = int(np.prod(shape)) if shape else 1
+        if n != expected:
+            raise ValueError(f"ternary payload holds {n} entries, shape {shape} needs {expected}")
+        if layout == CODES:
+            codes = torch.from_numpy(bitpack.unpack_bits(sections[0], 2, n).view(np.int8))
+            signs = (codes & 1).sub_(codes >> 1)  # 0, +1 or -1
+            return signs.to(torch.float32).mul_(value).to(dtype).reshape(shape)
+        positions = torch.from_numpy(bitpack.decode_indices(sections[0], n))
+        negative = torch.from_numpy(bitpack.unpack_bits(sections[1], 1, positions.numel()).view(np.bool_))
+        magnitude_t = torch.tensor(value, dtype=torch.float32).to(dtype)
+        out = torch.zeros(n, dtype=dtype)
+        out[positions] = torch.where(negative, -magnitude_t, magnitude_t)
+        return out.reshape(shape)
