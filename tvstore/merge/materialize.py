@@ -107,20 +107,22 @@ class Merger:
         base_dtype, _ = _dtype_shape(self._base.info(name))
         if not base_dtype.is_floating_point:  # integer buffers (position ids...) are not merged
             return self._base.get(name)
-        theta = self._delta(name, shape, self._slots_with(name, all_slots=True))
-        theta += self._base.get(name).to(torch.float32)
+        base = self._base.get(name).to(torch.float32)
+        theta = self._delta(name, shape, self._slots_with(name, all_slots=True), base)
+        theta += base
         return theta.to(out_dtype)
 
     def _slots_with(self, name: str, *, all_slots: bool) -> list[int]:
         return [i for i, held in enumerate(self._held) if all_slots or name in held]
 
-    def _delta(self, name: str, shape: tuple[int, ...], slots: list[int]) -> torch.Tensor:
+    def _delta(self, name: str, shape: tuple[int, ...], slots: list[int],
+               base: torch.Tensor | None = None) -> torch.Tensor:
         plan = self.recipe.plan(name)
         taus = [self._tau(i, name, shape) for i in slots]
         weights = [plan.weights[i] for i in slots]
         params = {k: ([v[i] for i in slots] if isinstance(v, list) else v) for k, v in plan.params.items()}
         fn = self.recipe.recipe.method.fn
-        return fn(taus, weights, params, name=name, base=None).to(torch.float32)
+        return fn(taus, weights, params, name=name, base=base).to(torch.float32)
 
     def _tau(self, slot: int, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         src = self._slots[slot]
