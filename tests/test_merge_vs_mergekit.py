@@ -212,3 +212,34 @@ models:
         # L1 rescale (mergekit's rule): the kept entries carry the whole L1 mass
         assert delta.abs().sum().item() == pytest.approx(tau.abs().sum().item(), rel=1e-4)
     assert not torch.equal(ours[name], theirs.get(name))
+
+
+def registry_merger(reg, recipe):
+    """What ``Registry.merge`` does: the base and vector sources of a recipe, bound to a Merger."""
+    from sqlalchemy import select
+
+    from tvstore.db.models import BaseModel
+    from tvstore.refs import Ref
+    from tvstore.sources import BaseSource
+
+    vectors = [reg.delta_tensors(str(r)) for r in recipe.vectors]
+    base_name = recipe.base.name if recipe.base else vectors[0].vector.base.name
+    recipe = recipe.with_base(Ref(base_name))
+    with reg.session() as session:
+        row = session.scalar(select(BaseModel).where(BaseModel.name == base_name))
+        _ = row.tensors, row.files
+    return Merger(recipe, BaseSource(row, reg.blobs), vectors)
+
+
+def test_from_registry_lossless_matches_mergekit(models: Path, tmp_path: Path) -> None:
+    """The same TIES merge from the registry's compressed (lossless) vectors: still exact."""
+    from tvstore.registry import Registry
+
+    theirs = run_mergekit(models, TIES, "out-registry")
+    with Registry.open(home=tmp_path / "home") as reg:
+        reg.init()
+        reg.add_base("base", models / "base")
+        for name in FTS:
+            reg.push(name, models / name, base="base", codec="lossless")
+        merger = registry_merger(reg, load_recipe(TIES))
+        assert_close(dict(materialize(merger)), theirs)
