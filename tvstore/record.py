@@ -100,6 +100,7 @@ def commit_vector(
                     raw_bytes=sum(t.raw_bytes for t in pending.tensors),
                     stored_bytes=sum(t.stored_bytes for t in pending.tensors),
                     num_params=sum(t.raw_bytes // t.dtype.itemsize for t in pending.tensors),
+                    num_tensors=len(pending.tensors),
                     rel_l2=stats.rel_l2, cosine=stats.cosine, meta=meta, recipe=recipe,
                     source_digest=pending.source_digest,
                     tensors=[_tensor_row(i, t, label) for i, t in enumerate(pending.tensors)],

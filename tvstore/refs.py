@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from tvstore.errors import UsageError
 
 _NAME = r"[A-Za-z0-9_.-]+"
+LATEST = "latest"  # the implicit tag of every name's newest version
 _REF = re.compile(rf"(?P<name>{_NAME})(?:@(?P<version>[0-9]+)|:(?P<tag>{_NAME}))?")
 
 
@@ -35,9 +36,22 @@ class Ref:
 
 def check_name(name: str, what: str = "name") -> str:
     """Return ``name`` if it is a valid registry name, else raise ``UsageError``."""
-    if not isinstance(name, str) or not re.fullmatch(_NAME, name) or name in (".", ".."):
-        raise UsageError(f"invalid {what} {name!r}: use letters, digits, '-', '_' and '.' only")
-    return name
+    if isinstance(name, str) and re.fullmatch(_NAME, name) and name not in (".", "..") and len(name) <= 200:
+        return name
+    raise UsageError(f"invalid {what} {name!r}: {_why_invalid(name)}; use letters, digits, '-', '_' and '.' only")
+
+
+def _why_invalid(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        return "it is empty"
+    bad = next((c for c in name if not re.fullmatch(_NAME, c)), None)
+    if bad in ("/", "\\"):
+        return f"it contains the path separator {bad!r}"
+    if bad is not None:
+        return f"it contains {bad!r}"
+    if len(name) > 200:
+        return "it is longer than 200 characters"
+    return "it is a relative path component"
 
 
 def parse_ref(text: str) -> Ref:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-24 06:22:34.654192
+Create Date: 2026-11-24 06:25:31.901161
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def upgrade() -> None:
     sa.Column('raw_bytes', sa.BigInteger(), nullable=False),
     sa.Column('stored_bytes', sa.BigInteger(), nullable=False),
     sa.Column('num_params', sa.BigInteger(), nullable=False),
+    sa.Column('num_tensors', sa.Integer(), nullable=False),
     sa.Column('rel_l2', sa.Float(), nullable=True),
     sa.Column('cosine', sa.Float(), nullable=True),
     sa.Column('meta', sa.JSON(), nullable=False),

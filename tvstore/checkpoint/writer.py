@@ -24,26 +24,9 @@ import torch
 from tvstore.checkpoint.dtypes import dtype_name
 from tvstore.checkpoint.reader import INDEX_NAME, SINGLE_NAME, TensorInfo
 from tvstore.errors import TvstoreError, UsageError
+from tvstore.units import parse_size  # noqa: F401  (re-exported)
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3
-
-
-def parse_size(text: str) -> int:
-    """``"500MB"``, ``"5GB"``, ``"1024"`` to bytes."""
-    units = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4, "B": 1}
-    t = text.strip().upper()
-    factor = 1
-    for unit, mult in units.items():
-        if t.endswith(unit):
-            t, factor = t[: -len(unit)], mult
-            break
-    try:
-        value = int(float(t) * factor)
-    except ValueError:
-        raise UsageError(f"bad size {text!r}: use e.g. 500MB or 5GB") from None
-    if value <= 0:
-        raise UsageError(f"size must be positive, got {text!r}")
-    return value
 
 
 class SafetensorsStream:

@@ -98,6 +98,7 @@ class TaskVector(Base):
     raw_bytes: Mapped[int] = mapped_column(BigInteger)
     stored_bytes: Mapped[int] = mapped_column(BigInteger)
     num_params: Mapped[int] = mapped_column(BigInteger)
+    num_tensors: Mapped[int] = mapped_column(Integer)
     rel_l2: Mapped[float | None] = mapped_column(Float)
     cosine: Mapped[float | None] = mapped_column(Float)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,0 +1,50 @@
+"""The ``tvstore`` command: thin Typer wrappers over :class:`tvstore.Registry`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from tvstore.errors import TvstoreError
+from tvstore.cli import bases, maintenance, vectors
+from tvstore.cli.context import State
+from tvstore.cli.output import err
+
+app = typer.Typer(
+    name="tvstore",
+    help="A registry for task vectors: push fine-tunes as compressed deltas, pull them back, merge them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def configure(
+    ctx: typer.Context,
+    home: Optional[str] = typer.Option(None, "--home", envvar="TVSTORE_HOME", help="Registry folder (SQLite file + blobs). Default ~/.tvstore."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="TVSTORE_DATABASE_URL", help="SQLAlchemy URL, e.g. postgresql://user@host/db."),
+    blob_url: Optional[str] = typer.Option(None, "--blob-url", envvar="TVSTORE_BLOB_URL", help="Blob store: a path, file://, or s3://bucket/prefix."),
+    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL (MinIO, Ceph, R2, ...)."),
+) -> None:
+    ctx.obj = State(home, database_url, blob_url, s3_endpoint)
+
+
+app.add_typer(bases.app, name="base", help="Register and inspect base models.")
+app.add_typer(maintenance.db_app, name="db", help="Database schema: upgrade, current revision.")
+vectors.register(app)
+maintenance.register(app)
+
+
+def main() -> None:
+    """Entry point: a ``TvstoreError`` becomes one line on stderr and its exit code."""
+    try:
+        app()
+    except TvstoreError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

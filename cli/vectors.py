@@ -1,0 +1,158 @@
+"""Task vector commands: push, pull, ls, show, lineage, tag, rm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tvstore.cli.context import registry
+from tvstore.cli.output import emit_json, fmt_float, fmt_ratio, human_bytes, lineage_tree, out, table
+from tvstore.info import VectorInfo
+from tvstore.push import parse_meta
+from tvstore.units import parse_size
+
+JSON = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+def _summary(info: VectorInfo) -> str:
+    return (
+        f"[bold]{info.ref}[/bold] ({info.kind} of {info.base}): {info.num_tensors} tensors, "
+        f"{human_bytes(info.raw_bytes)} -> {human_bytes(info.stored_bytes)} ({fmt_ratio(info.ratio)}), "
+        f"rel L2 {fmt_float(info.rel_l2)}, cosine {fmt_float(info.cosine, 6)}"
+    )
+
+
+def push(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Task vector name; each push adds a version."),
+    finetuned: Optional[Path] = typer.Argument(None, help="Fine-tuned checkpoint (.safetensors or HF directory)."),
+    base: str = typer.Option(..., "--base", help="Registered base model the fine-tune was made from."),
+    from_ckpt: Optional[Path] = typer.Option(None, "--from", help="Push TO - FROM instead (e.g. GRPO - SFT)."),
+    to_ckpt: Optional[Path] = typer.Option(None, "--to", help="See --from."),
+    codec: str = typer.Option("lossless", "--codec", help="Codec spec, e.g. lossless or quant:bits=4."),
+    codec_for: list[str] = typer.Option([], "--codec-for", help="PATTERN=CODEC for matching tensors (repeatable)."),
+    extra: bool = typer.Option(False, "--extra", help="Store tensors the base lacks (e.g. a task head)."),
+    meta: list[str] = typer.Option([], "--meta", help="key=value metadata (repeatable)."),
+    json: bool = JSON,
+) -> None:
+    """Push a fine-tune (minus its base) as a new version of a task vector."""
+    info = registry(ctx).push(
+        name, finetuned, base=base, codec=codec, codec_rules=codec_for, extra=extra,
+        meta=parse_meta(meta), from_checkpoint=from_ckpt, to_checkpoint=to_ckpt,
+    )
+    emit_json(info.to_dict()) if json else out.print("pushed " + _summary(info), highlight=False)
+
+
+def pull(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME:TAG."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file, or directory with --checkpoint."),
+    checkpoint: bool = typer.Option(False, "--checkpoint", help="Rebuild base + vector as a Hugging Face directory."),
+    shard_size: str = typer.Option("5GB", "--shard-size", help="Largest shard with --checkpoint."),
+    json: bool = JSON,
+) -> None:
+    """Write a task vector, or the fine-tune rebuilt from it."""
+    reg = registry(ctx)
+    if checkpoint:
+        written = reg.pull_checkpoint(ref, out_path, parse_size(shard_size))
+    else:
+        written = reg.pull(ref, out_path)
+    info = reg.show(ref)
+    if json:
+        emit_json({"ref": info.ref, "out": str(written), "checkpoint": checkpoint})
+        return
+    what = "checkpoint" if checkpoint else "task vector"
+    out.print(f"wrote {what} {info.ref} to {written}", highlight=False)
+
+
+def ls(
+    ctx: typer.Context,
+    name: Optional[str] = typer.Argument(None, help="Only this name."),
+    all_versions: bool = typer.Option(False, "--all-versions", "-a", help="Every version, not just the newest."),
+    json: bool = JSON,
+) -> None:
+    """List task vectors with their codec, size and error."""
+    infos = registry(ctx).list(name, all_versions)
+    if json:
+        emit_json([i.to_dict() for i in infos])
+        return
+    rows = [
+        [i.name, str(i.version), i.base, i.codec.get("id", "?"), human_bytes(i.raw_bytes), human_bytes(i.stored_bytes),
+         fmt_ratio(i.ratio), fmt_float(i.rel_l2), fmt_float(i.cosine, 6), ",".join(i.tags)]
+        for i in infos
+    ]
+    table(None, ["name", "version", "base", "codec", "raw", "stored", "ratio", "rel L2", "cosine", "tags"], rows)
+
+
+def show(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME:TAG."),
+    tensors: bool = typer.Option(False, "--tensors", help="Per-tensor codec, size and error."),
+    json: bool = JSON,
+) -> None:
+    """Show one version of a task vector."""
+    reg = registry(ctx)
+    info = reg.show(ref)
+    per_tensor = reg.tensors(ref) if tensors else []
+    if json:
+        data = info.to_dict()
+        if tensors:
+            data["tensors"] = [t.to_dict() for t in per_tensor]
+        emit_json(data)
+        return
+    out.print(_summary(info), highlight=False)
+    for key in ("codec", "meta", "tags", "created_at", "recipe"):
+        value = getattr(info, key)
+        if value:
+            out.print(f"  {key}: {value}", highlight=False)
+    if tensors:
+        rows = [
+            [t.name, t.role, t.codec.get("id", "?"), str(t.components), human_bytes(t.raw_bytes),
+             human_bytes(t.stored_bytes), fmt_ratio(t.ratio), fmt_float(t.rel_l2), fmt_float(t.cosine, 6)]
+            for t in per_tensor
+        ]
+        table(None, ["tensor", "role", "codec", "components", "raw", "stored", "ratio", "rel L2", "cosine"], rows)
+
+
+def lineage(ctx: typer.Context, ref: str = typer.Argument(...), json: bool = JSON) -> None:
+    """Show what a vector came from and what was made from it, as a tree."""
+    reg = registry(ctx)
+    if json:
+        emit_json(reg.lineage(ref))
+        return
+    lineage_tree(*reg.lineage_nodes(ref))
+
+
+def tag(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="The version to tag (NAME@VERSION)."),
+    tag_name: str = typer.Argument(..., metavar="TAG"),
+    delete: bool = typer.Option(False, "--delete", help="Remove the tag from NAME instead."),
+) -> None:
+    """Point NAME:TAG at a version (moving it if it exists), or remove it."""
+    reg = registry(ctx)
+    if delete:
+        name = ref.split("@")[0].split(":")[0]
+        reg.untag(name, tag_name)
+        out.print(f"removed tag {name}:{tag_name}", highlight=False)
+        return
+    info = reg.tag(ref, tag_name)
+    out.print(f"{info.name}:{tag_name} -> {info.ref}", highlight=False)
+
+
+def rm(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME@VERSION, NAME:TAG, or NAME with --all-versions."),
+    all_versions: bool = typer.Option(False, "--all-versions", help="Remove every version of NAME."),
+    json: bool = JSON,
+) -> None:
+    """Remove task vector versions (their blobs are reclaimed by gc)."""
+    removed = registry(ctx).remove(ref, all_versions)
+    emit_json({"removed": removed}) if json else out.print(f"removed {', '.join(removed)}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (push, pull, ls, show, lineage, tag, rm):
+        app.command(command.__name__)(command)

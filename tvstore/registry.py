@@ -1,0 +1,312 @@
+"""The facade: everything a user (or the CLI) does with a registry goes through here.
+
+A ``Registry`` is a database (metadata) plus a blob store (bytes); it holds
+no other state, so any number of processes may open the same one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tvstore.bases import add_base
+from tvstore.blobs import BlobStore, open_blob_store
+from tvstore.checkpoint.writer import DEFAULT_SHARD_BYTES
+from tvstore.codecs.plan import CodecPlan
+from tvstore.config import Location
+from tvstore.db import migrate
+from tvstore.db.engine import make_engine
+from tvstore.db.models import BaseModel, Mask, Tag, TaskVector, ComponentRow, VectorTensor, LineageEdge
+from tvstore.db.queries import get_base, get_vector
+from tvstore.errors import AlreadyExistsError, SchemaError, TvstoreError, UsageError
+from tvstore.gc import DEFAULT_GRACE_SECONDS, GcReport, collect_garbage
+from tvstore.info import BaseInfo, TensorSummary, VectorInfo
+from tvstore.lineage import LineageNode, ancestors, descendants, label
+from tvstore.progress import Progress, no_progress
+from tvstore.pull import pull_checkpoint, pull_vector
+from tvstore.push import PendingVector, push_difference, push_finetune
+from tvstore.record import commit_vector, source_edges
+from tvstore.refs import LATEST, check_name, parse_ref
+from tvstore.sources import BaseSource, VectorSource
+from tvstore.verify import VerifyReport, verify_registry
+
+PathLike = str | os.PathLike[str]
+
+
+class Registry:
+    """A task vector registry. Open with :meth:`open`; use as a context manager to close it."""
+
+    def __init__(self, location: Location, progress: Progress = no_progress) -> None:
+        self.location = location
+        self.engine = make_engine(location.database_url)
+        self.blobs: BlobStore = open_blob_store(location.blob_url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.progress = progress
+
+    @classmethod
+    def open(
+        cls,
+        home: PathLike | None = None,
+        database_url: str | None = None,
+        blob_url: str | None = None,
+        progress: Progress = no_progress,
+    ) -> Registry:
+        """Open a registry: ``TVSTORE_HOME`` by default, or explicit database/blob URLs."""
+        return cls(Location.resolve(home, database_url, blob_url), progress)
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.blobs.close()
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    # ---- schema -------------------------------------------------------------------------
+
+    def init(self) -> str:
+        """Create the registry (or bring it to the newest schema); returns the revision."""
+        if self.location.uses_home:
+            self.location.home.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(self.engine)
+        return migrate.head_revision(self.engine)
+
+    def upgrade(self) -> str:
+        migrate.upgrade(self.engine)
+        return migrate.head_revision(self.engine)
+
+    def schema_revision(self) -> tuple[str | None, str]:
+        database = self.engine.url.database
+        if self.engine.url.get_backend_name() == "sqlite" and database and not Path(database).exists():
+            return None, migrate.head_revision(self.engine)
+        return migrate.current_revision(self.engine), migrate.head_revision(self.engine)
+
+    def check_schema(self) -> None:
+        """Raise a ``SchemaError`` naming the command to run unless the schema is current."""
+        database = self.engine.url.database
+        if self.engine.url.get_backend_name() == "sqlite" and database and not Path(database).exists():
+            raise SchemaError(f"no registry at {database}: run `tvstore init`")
+        migrate.check_schema(self.engine)
+
+    # ---- bases --------------------------------------------------------------------------
+
+    def add_base(self, name: str, path: PathLike) -> BaseInfo:
+        check_name(name, "base name")
+        self.check_schema()
+        with self.session() as session, session.begin():
+            if session.scalar(select(BaseModel.id).where(BaseModel.name == name)) is not None:
+                raise AlreadyExistsError(f"base model {name!r} already exists")
+            base = add_base(session, self.blobs, name, Path(path), self.progress)
+            return BaseInfo.of(base)
+
+    def bases(self) -> list[BaseInfo]:
+        self.check_schema()
+        with self.session() as session:
+            return [BaseInfo.of(b) for b in session.scalars(select(BaseModel).order_by(BaseModel.name))]
+
+    def base(self, name: str) -> BaseInfo:
+        self.check_schema()
+        with self.session() as session:
+            return BaseInfo.of(get_base(session, name))
+
+    def remove_base(self, name: str) -> None:
+        self.check_schema()
+        with self.session() as session, session.begin():
+            base = get_base(session, name)
+            users = session.scalars(select(TaskVector).where(TaskVector.base_id == base.id).limit(3)).all()
+            if users:
+                raise TvstoreError(
+                    f"base {name!r} is used by task vectors ({', '.join(label(v) for v in users)}, ...); remove them first"
+                )
+            session.delete(base)
+
+    # ---- push ---------------------------------------------------------------------------
+
+    def push(
+        self,
+        name: str,
+        finetuned: PathLike | None = None,
+        *,
+        base: str,
+        codec: str | CodecPlan = "lossless",
+        codec_rules: list[str] | tuple[str, ...] = (),
+        extra: bool = False,
+        meta: dict[str, Any] | None = None,
+        from_checkpoint: PathLike | None = None,
+        to_checkpoint: PathLike | None = None,
+    ) -> VectorInfo:
+        """Store ``finetuned - base``, or ``to_checkpoint - from_checkpoint``, as a new version of ``name``."""
+        check_name(name, "task vector name")
+        plan = codec if isinstance(codec, CodecPlan) else CodecPlan.parse(codec, codec_rules)
+        if finetuned is None and (from_checkpoint is None or to_checkpoint is None):
+            raise UsageError("give a fine-tuned checkpoint, or both --from and --to")
+        if finetuned is not None and (from_checkpoint or to_checkpoint):
+            raise UsageError("give either a fine-tuned checkpoint or --from/--to, not both")
+        self.check_schema()
+        with self.session() as session:
+            base_row = get_base(session, base)
+            source = BaseSource(base_row, self.blobs)
+            if finetuned is not None:
+                pending = push_finetune(name, Path(finetuned), source, self.blobs, plan, extra, self.progress)
+            else:
+                pending = push_difference(
+                    name, Path(from_checkpoint), Path(to_checkpoint), source, self.blobs, plan, extra, self.progress
+                )
+        return self._commit(pending, base_row, meta or {})
+
+    def _commit(self, pending: PendingVector, base_row: BaseModel, meta: dict[str, Any]) -> VectorInfo:
+        vector = commit_vector(self.session, pending, base_row, meta, source_edges(pending))
+        return self.show(f"{vector.name}@{vector.version}")
+
+    # ---- read ---------------------------------------------------------------------------
+
+    def _tags_by_vector(self, session: Session) -> dict[int, list[str]]:
+        tags: dict[int, list[str]] = defaultdict(list)
+        for vector_id, tag in session.execute(select(Tag.vector_id, Tag.tag)):
+            tags[vector_id].append(tag)
+        return tags
+
+    def list(self, name: str | None = None, all_versions: bool = False) -> list[VectorInfo]:
+        """Vectors, newest version of each name (or every version), sorted by name."""
+        self.check_schema()
+        with self.session() as session:
+            query = select(TaskVector).order_by(TaskVector.name, TaskVector.version)
+            if name is not None:
+                query = query.where(TaskVector.name == check_name(name))
+            vectors = list(session.scalars(query))
+            if not all_versions:
+                newest = {v.name: v for v in vectors}
+                vectors = list(newest.values())
+            tags = self._tags_by_vector(session)
+            return [VectorInfo.of(v, tags.get(v.id, [])) for v in vectors]
+
+    def show(self, ref: str) -> VectorInfo:
+        self.check_schema()
+        with self.session() as session:
+            vector = get_vector(session, ref)
+            tags = session.scalars(select(Tag.tag).where(Tag.vector_id == vector.id)).all()
+            return VectorInfo.of(vector, list(tags))
+
+    def tensors(self, ref: str) -> list[TensorSummary]:
+        self.check_schema()
+        with self.session() as session:
+            return [TensorSummary.of(t) for t in get_vector(session, ref).tensors]
+
+    def lineage(self, ref: str) -> dict[str, Any]:
+        """``{"vector": ..., "ancestors": [tree], "descendants": [tree]}``."""
+        self.check_schema()
+        with self.session() as session:
+            vector = get_vector(session, ref)
+            return {
+                "vector": label(vector),
+                "ancestors": [n.to_dict() for n in ancestors(session, vector)],
+                "descendants": [n.to_dict() for n in descendants(session, vector)],
+            }
+
+    def lineage_nodes(self, ref: str) -> tuple[str, list[LineageNode], list[LineageNode]]:
+        self.check_schema()
+        with self.session() as session:
+            vector = get_vector(session, ref)
+            return label(vector), ancestors(session, vector), descendants(session, vector)
+
+    def delta_tensors(self, ref: str) -> VectorSource:
+        """A lazy mapping ``name -> tau`` (extra tensors map to their values)."""
+        self.check_schema()
+        with self.session() as session:
+            vector = get_vector(session, ref)
+            _ = vector.base.name
+            for t in vector.tensors:
+                for c in t.components:
+                    _ = c.mask
+            return VectorSource(vector, self.blobs)
+
+    # ---- pull ---------------------------------------------------------------------------
+
+    def pull(self, ref: str, out: PathLike) -> Path:
+        """Write the task vector (tau and extra tensors) as one ``.safetensors`` file."""
+        return pull_vector(self.delta_tensors(ref), Path(out), self.progress)
+
+    def pull_checkpoint(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+        """Rebuild base + vector as a Hugging Face directory ``transformers`` can load."""
+        vector = self.delta_tensors(ref)
+        with self.session() as session:
+            base_row = session.get(BaseModel, vector.vector.base_id)
+            assert base_row is not None
+            _ = base_row.tensors, base_row.files
+        return pull_checkpoint(BaseSource(base_row, self.blobs), vector, self.blobs, Path(out), max_shard_bytes, self.progress)
+
+    # ---- tags, removal, maintenance ------------------------------------------------------
+
+    def tag(self, ref: str, tag: str) -> VectorInfo:
+        """Point ``name:tag`` at ``ref`` (moving it if it pointed elsewhere)."""
+        check_name(tag, "tag")
+        if tag == LATEST:
+            raise UsageError("'latest' always means the newest version and cannot be set")
+        self.check_schema()
+        with self.session() as session, session.begin():
+            vector = get_vector(session, ref)
+            existing = session.scalar(select(Tag).where(Tag.name == vector.name, Tag.tag == tag))
+            if existing is None:
+                session.add(Tag(name=vector.name, tag=tag, vector_id=vector.id))
+            else:
+                existing.vector_id = vector.id
+        return self.show(f"{vector.name}@{vector.version}")
+
+    def untag(self, name: str, tag: str) -> None:
+        self.check_schema()
+        with self.session() as session, session.begin():
+            existing = session.scalar(select(Tag).where(Tag.name == check_name(name), Tag.tag == tag))
+            if existing is None:
+                raise UsageError(f"task vector {name!r} has no tag {tag!r}")
+            session.delete(existing)
+
+    def remove(self, ref: str, all_versions: bool = False) -> list[str]:
+        """Remove one version (``name@v``, ``name:tag``) or, with ``all_versions``, every version.
+
+        Blobs stay until ``gc``; lineage edges from descendants keep a note of the parent.
+        """
+        parsed = parse_ref(ref)
+        if parsed.version is None and parsed.tag is None and not all_versions:
+            raise UsageError(f"say which version to remove ({ref}@N or {ref}:TAG), or pass --all-versions")
+        self.check_schema()
+        with self.session() as session, session.begin():
+            if all_versions:
+                vectors = list(session.scalars(select(TaskVector).where(TaskVector.name == parsed.name)))
+                if not vectors:
+                    get_vector(session, parsed.name)  # raises the not-found error
+            else:
+                vectors = [get_vector(session, parsed)]
+            removed = [label(v) for v in vectors]
+            ids = [v.id for v in vectors]
+            for edge in session.scalars(select(LineageEdge).where(LineageEdge.parent_vector_id.in_(ids))):
+                edge.parent_note = f"{edge.parent_note} (removed {label(edge.parent_vector)})".strip()
+                edge.parent_vector_id = None
+            mask_ids = session.scalars(
+                select(ComponentRow.mask_id).join(VectorTensor).where(VectorTensor.vector_id.in_(ids), ComponentRow.mask_id.is_not(None))
+            ).all()
+            for v in vectors:
+                session.delete(v)
+            session.flush()
+            if mask_ids:
+                session.execute(delete(Mask).where(Mask.id.in_(mask_ids)))
+            return removed
+
+    def gc(self, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> GcReport:
+        self.check_schema()
+        with self.session() as session:
+            return collect_garbage(session, self.blobs, grace_seconds, dry_run, self.progress)
+
+    def verify(self) -> VerifyReport:
+        self.check_schema()
+        with self.session() as session:
+            return verify_registry(self.engine, session, self.blobs, self.progress)
