@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from tvstore.errors import CorruptBlobError, NotFoundError
 
@@ -79,6 +79,18 @@ class BlobStore(ABC):
         """The blob's bytes, verified against its digest."""
         check_digest(digest)
         return verified(digest, self._read(digest))
+
+    def put_many(self, datas: Iterable[bytes]) -> list[str]:
+        """Store several blobs and return their digests in order.
+
+        Sequential here; remote stores override it with parallel transfers,
+        because per-request latency, not bandwidth, bounds many small puts.
+        """
+        return [self.put(data) for data in datas]
+
+    def get_many(self, digests: Iterable[str]) -> dict[str, bytes]:
+        """Verified bytes of several blobs, keyed by digest (parallel where it pays)."""
+        return {digest: self.get(digest) for digest in dict.fromkeys(digests)}
 
     def close(self) -> None:
         """Release connections; the default store holds none."""
