@@ -1,0 +1,118 @@
+"""Bit packing, varints, support coding and mask packing against naive pure-Python references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tvstore.codecs import bitpack
+from tvstore.codecs.masks import decode_mask, encode_mask
+
+
+def naive_pack(codes: list[int], bits: int) -> bytes:
+    """Concatenate each code's bits, most significant first, zero-pad to a byte."""
+    stream = "".join(format(c, f"0{bits}b") for c in codes)
+    stream += "0" * (-len(stream) % 8)
+    return bytes(int(stream[i : i + 8], 2) for i in range(0, len(stream), 8))
+
+
+def naive_varints(values: list[int]) -> bytes:
+    out = bytearray()
+    for v in values:
+        while True:
+            byte, v = v & 0x7F, v >> 7
+            out.append(byte | (0x80 if v else 0))
+            if not v:
+                break
+    return bytes(out)
+
+
+@st.composite
+def codes_and_bits(draw: st.DrawFn) -> tuple[list[int], int]:
+    bits = draw(st.integers(1, 8))
+    codes = draw(st.lists(st.integers(0, (1 << bits) - 1), max_size=70))
+    return codes, bits
+
+
+@settings(max_examples=150, deadline=None)
+@given(codes_and_bits())
+def test_pack_bits_matches_naive_reference(case: tuple[list[int], int]) -> None:
+    codes, bits = case
+    packed = bitpack.pack_bits(np.array(codes, dtype=np.uint8), bits)
+    assert packed == naive_pack(codes, bits)
+    assert len(packed) == bitpack.packed_size(len(codes), bits)
+    assert bitpack.unpack_bits(packed, bits, len(codes)).tolist() == codes
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_pack_bits_large_round_trip(bits: int) -> None:
+    codes = np.random.default_rng(bits).integers(0, 1 << bits, 100_003).astype(np.uint8)
+    assert np.array_equal(bitpack.unpack_bits(bitpack.pack_bits(codes, bits), bits, codes.size), codes)
+
+
+def test_bad_bits_and_short_data_are_rejected() -> None:
+    with pytest.raises(ValueError, match="bits"):
+        bitpack.pack_bits(np.zeros(3, dtype=np.uint8), 9)
+    with pytest.raises(ValueError, match="packed data"):
+        bitpack.unpack_bits(b"\x00", 4, 5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=40))
+def test_varints_match_naive_reference(values: list[int]) -> None:
+    data = bitpack.encode_varints(np.array(values, dtype=np.uint64))
+    assert data == naive_varints(values)
+    assert bitpack.decode_varints(data).tolist() == values
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(1, 3000).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1), max_size=n))))
+def test_indices_round_trip(case: tuple[int, set[int]]) -> None:
+    n, chosen = case
+    pos = np.array(sorted(chosen), dtype=np.int64)
+    data = bitpack.encode_indices(pos, n)
+    assert bitpack.decode_indices(data, n).tolist() == pos.tolist()
+    assert bitpack.indices_count(data) == pos.size
+
+
+def test_indices_pick_the_smaller_coding() -> None:
+    n = 1 << 20
+    sparse = np.arange(0, n, 4099, dtype=np.int64)
+    dense = np.flatnonzero(np.random.default_rng(0).random(n) < 0.5)
+    assert bitpack.encode_indices(sparse, n)[0] in (bitpack.VARINT_GAPS, bitpack.FIXED_GAPS)
+    assert bitpack.encode_indices(dense, n)[0] == bitpack.BITMAP
+    assert len(bitpack.encode_indices(sparse, n)) < 100  # constant gaps: zstd collapses them
+    assert len(bitpack.encode_indices(np.zeros(0, dtype=np.int64), n)) <= 32
+
+
+def test_indices_reject_bad_positions() -> None:
+    with pytest.raises(ValueError):
+        bitpack.encode_indices(np.array([3, 2]), 10)
+    with pytest.raises(ValueError):
+        bitpack.encode_indices(np.array([10]), 10)
+    with pytest.raises(ValueError, match="coded for"):
+        bitpack.decode_indices(bitpack.encode_indices(np.array([1]), 10), 11)
+
+
+def naive_mask_bytes(bits: list[bool]) -> bytes:
+    return naive_pack([int(b) for b in bits], 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.booleans(), max_size=200))
+def test_mask_round_trip_and_packing(bits: list[bool]) -> None:
+    mask = torch.tensor(bits, dtype=torch.bool)
+    data = encode_mask(mask)
+    assert zstandard.ZstdDecompressor().decompress(data[9:]) == naive_mask_bytes(bits)
+    assert torch.equal(decode_mask(data, (len(bits),)), mask)
+
+
+def test_all_zero_and_all_one_masks_are_tiny() -> None:
+    for fill in (False, True):
+        mask = torch.full((1000, 1000), fill)
+        assert len(encode_mask(mask)) < 64
+        assert torch.equal(decode_mask(encode_mask(mask), (1000, 1000)), mask)
