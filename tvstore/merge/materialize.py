@@ -8,9 +8,10 @@ checkpoint writer or fed to another merge.
 
 ``materialize`` yields ``(name, theta)`` in order, computing a few tensors
 ahead on a small thread pool (torch kernels release the GIL). At most
-``workers + lookahead`` tensors are in flight and each holds its inputs' taus
-plus the base and the result, so peak memory is about
-(inputs + 2) x largest tensor x in-flight count, whatever the tensor count.
+``workers + lookahead`` tensors are in flight; each decodes its inputs' taus
+straight into one stacked fp32 buffer that the method reuses, plus the base,
+a sign mask and the result, so peak memory is about (inputs + 3) x largest
+tensor (fp32) x in-flight count, whatever the number of tensors.
 
 Tensors the base lacks but inputs have (a new classification head, say) follow
 the recipe's ``extra_tensors`` policy: ``merge`` treats the base as zeros and
@@ -118,21 +119,25 @@ class Merger:
     def _delta(self, name: str, shape: tuple[int, ...], slots: list[int],
                base: torch.Tensor | None = None) -> torch.Tensor:
         plan = self.recipe.plan(name)
-        taus = [self._tau(i, name, shape) for i in slots]
+        taus = torch.empty((len(slots), *shape), dtype=torch.float32)  # given to the method, which may reuse it
+        for row, i in enumerate(slots):
+            self._tau(i, name, shape, out=taus[row])
         weights = [plan.weights[i] for i in slots]
         params = {k: ([v[i] for i in slots] if isinstance(v, list) else v) for k, v in plan.params.items()}
         fn = self.recipe.recipe.method.fn
         return fn(taus, weights, params, name=name, base=base).to(torch.float32)
 
-    def _tau(self, slot: int, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    def _tau(self, slot: int, name: str, shape: tuple[int, ...], out: torch.Tensor | None = None) -> torch.Tensor:
+        """Input ``slot``'s tau for ``name`` in fp32 (zeros if it lacks the tensor), into ``out`` if given."""
+        out = torch.empty(shape, dtype=torch.float32) if out is None else out
         src = self._slots[slot]
         if src is None or name not in self._held[slot]:
-            return torch.zeros(shape, dtype=torch.float32)
+            return out.zero_()
         tau = src.get(name)
         if tuple(tau.shape) != tuple(shape):
             ref = self.recipe.recipe.inputs[slot].ref
             raise TvstoreError(f"input {ref}: tensor {name!r} has shape {tuple(tau.shape)}, base has {tuple(shape)}")
-        return tau.to(torch.float32)
+        return out.copy_(tau)
 
     def _extra(self, name: str) -> torch.Tensor:
         """A tensor the base lacks: apply the recipe's ``extra_tensors`` policy."""

@@ -2,7 +2,10 @@
 
 Every method has the signature ``fn(taus, weights, params, *, name, base)``
 and returns the merged *delta* for one tensor (theta = base + delta), so the
-streaming engine can run any of them tensor by tensor. ``params`` holds the
+streaming engine can run any of them tensor by tensor. ``taus`` is a list of
+tensors, or one fp32 tensor stacked along dim 0 that the caller gives away:
+methods may overwrite a stacked input, which keeps peak memory near
+(inputs + 3) x tensor instead of twice the inputs. ``params`` holds the
 shared parameters as scalars and the per-input ones (``density``, ``gamma``,
 ``epsilon``, ``mask_lambda``) as lists aligned with ``taus``; ``MethodSpec``
 declares which is which, with defaults, so recipes can be validated.
@@ -62,16 +65,20 @@ def _gta(taus: Sequence[torch.Tensor], weights: Sequence[float], params: Mapping
          sparsifier: str | None, consensus: bool) -> torch.Tensor:
     """Generalised task arithmetic, operation for operation as mergekit does it."""
     norm = sp.rescale_norm(params.get("rescale", False))
-    deltas = torch.empty((len(taus), *taus[0].shape), dtype=torch.float32)
-    for i, tau in enumerate(taus):
-        deltas[i] = _sparsify(tau.float(), sparsifier, params, i, norm, name)
+    owned = isinstance(taus, torch.Tensor) and taus.dtype == torch.float32
+    deltas = taus if owned else torch.empty((len(taus), *taus[0].shape), dtype=torch.float32)
+    for i in range(len(taus)):
+        if sparsifier is not None or not owned:
+            deltas[i] = _sparsify(taus[i].float(), sparsifier, params, i, norm, name)
     w = torch.tensor(list(weights), dtype=torch.float32)
     while w.dim() < deltas.dim():
         w.unsqueeze_(-1)
     deltas.mul_(w)
     if consensus:
         mask = sign_consensus(deltas, params.get("consensus", "sum"))
-        divisor = mask.to(torch.float32).mul_(w).sum(dim=0)
+        divisor = torch.zeros(deltas.shape[1:], dtype=torch.float32)
+        for i, weight in enumerate(weights):  # = (w * mask).sum(0), one row at a time
+            divisor.add_(mask[i], alpha=weight)
         divisor[divisor == 0] = 1
         mixed = deltas.mul_(mask).sum(dim=0)
     else:
