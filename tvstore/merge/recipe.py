@@ -172,7 +172,7 @@ def _read(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(source, Mapping):
         return source
     text = source
-    if isinstance(source, Path) or ("\n" not in source and source.endswith((".yml", ".yaml"))):
+    if isinstance(source, Path) or ("\n" not in source and (source.endswith((".yml", ".yaml")) or Path(source).is_file())):
         try:
             text = Path(source).read_text()
         except OSError as e:

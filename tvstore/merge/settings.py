@@ -22,9 +22,6 @@ from typing import Any
 from tvstore.errors import UsageError
 from tvstore.merge.methods import Param
 
-Scalar = bool | int | float | str
-_UNSET = None
-
 
 def coerce(value: Any, param: Param, where: str) -> Any:
     """Check one scalar against its parameter's type; return it in that type."""
@@ -101,7 +98,7 @@ def evaluate(setting: Any, param: Param, tensor: str, t: float) -> Any:
         f = cond.get("filter")
         if f is None or f == "*" or f in tensor:
             return evaluate(cond["value"], param, tensor, t)
-    return _UNSET
+    return None
 
 
 def _gradient(values: list[Any], param: Param, t: float) -> Any:
