@@ -203,5 +203,11 @@ def rtvq_allocate(
         raise ValueError("every tensor name must have the same number of task vectors")
     (t,) = tasks
     sizes = {name: taus[0].numel() for name, taus in groups.items()}
+    cheapest = sum(min(c.bits for c in cs) for cs in cands.values()) / (t * max(1, sum(sizes.values())))
+    if cheapest > budget_bits_per_param:
+        raise ValueError(
+            f"budget of {budget_bits_per_param} bits per parameter per task is below the cheapest "
+            f"choice ({cheapest:.3f}; pairs tried: {list(pairs)})"
+        )
     chosen = allocate_bits(cands, sizes, budget_bits_per_param * t)
     return {name: cand.choice for name, cand in chosen.items()}
