@@ -38,6 +38,7 @@ CASES: dict[str, list[tuple[str, dict, str]]] = {
     "dare": [("p05_fp32", {"id": "dare", "p": 0.5, "seed": 7, "values": "fp16"}, "fp32")],
     "ternary": [
         ("d01_fp32", {"id": "ternary", "density": 0.1, "alpha": 1.0}, "fp32"),
+        ("d002_positions_fp32", {"id": "ternary", "density": 0.02, "alpha": 1.0}, "fp32"),
         ("d05_codes_fp16", {"id": "ternary", "density": 0.5, "alpha": 2.0}, "fp16"),
     ],
     "lowrank": [
