@@ -2,7 +2,7 @@
 
 It forwards requests verbatim (Host header included, so SigV4 signatures stay
 valid) and, when a rule says so, answers instead with a 500, a 503
-``SlowDown``, a 501, drops the connection, or cuts a response body short.
+``SlowDown``, a 501, a 403, drops the connection, or cuts a response body short.
 Rules fire for the next N matching requests or for a random fraction of them
 (seeded, so a failing run can be repeated). Threaded and loopback-only.
 """
@@ -26,6 +26,7 @@ ERROR_ACTIONS = {
     "500": (500, "InternalError"),
     "503": (503, "SlowDown"),
     "501": (501, "NotImplemented"),
+    "403": (403, "AccessDenied"),
 }
 ACTIONS = frozenset({*ERROR_ACTIONS, "drop", "truncate"})
 

@@ -209,6 +209,33 @@ def test_transient_faults_are_retried(s3_env: str, s3_bucket: str, action: str) 
         assert proxy.faults(action) == 4
 
 
+def test_adaptive_retry_mode_rides_out_throttling(s3_env: str, s3_bucket: str) -> None:
+    with FaultProxy(s3_env) as proxy:
+        settings = S3Settings(retry_mode="adaptive", max_attempts=5, connect_timeout=2, read_timeout=5)
+        store = S3BlobStore(s3_bucket, "adaptive", endpoint_url=proxy.endpoint, settings=settings)
+        proxy.fail_next(3, "503")
+        assert store.get(store.put(b"adaptive")) == b"adaptive"
+        assert proxy.faults("503") == 3
+
+
+def test_bucket_check_tolerates_a_policy_without_list_bucket(s3_env: str, s3_bucket: str) -> None:
+    """HeadBucket needs s3:ListBucket; object-only policies answer it 403 and must still work."""
+    with FaultProxy(s3_env) as proxy:
+        store = faulty_store(s3_bucket, proxy)
+        proxy.fail_next(1, "403", match=lambda r: r.method == "HEAD" and r.path.rstrip("/") == f"/{s3_bucket}")
+        assert store.get(store.put(b"object-only policy")) == b"object-only policy"
+        assert proxy.faults("403") == 1
+
+
+def test_access_denied_on_objects_is_a_clear_error(s3_env: str, s3_bucket: str) -> None:
+    with FaultProxy(s3_env) as proxy:
+        store = faulty_store(s3_bucket, proxy)
+        store.exists(digest_bytes(b"warm up"))
+        proxy.down("403")
+        with pytest.raises(TvstoreError, match=f"access denied to bucket '{s3_bucket}' at {proxy.endpoint}"):
+            store.put(b"denied")
+
+
 def test_truncated_response_bodies_are_re_read(s3_env: str, s3_bucket: str) -> None:
     with FaultProxy(s3_env) as proxy:
         store = faulty_store(s3_bucket, proxy)

@@ -175,19 +175,27 @@ class S3BlobStore(BlobStore):
         return translated(self._where(), action)
 
     def _check_bucket(self) -> None:
-        """Fail once, clearly, on a missing bucket: a HEAD on a key in it would just say 404."""
+        """Fail once, clearly, on a missing bucket: a HEAD on a key in it would just say 404.
+
+        A 403 is let through: HeadBucket needs ``s3:ListBucket``, which a
+        policy granting only object reads and writes lacks; the object
+        requests themselves will say whether access is really denied.
+        """
         if self._bucket_ok:
             return
         with translated(self._where(), "open"):
             try:
                 self._client.head_bucket(Bucket=self.bucket)
             except Exception as exc:
-                if http_status(exc) == 404 or error_code(exc) in ("404", "NoSuchBucket"):
+                status = http_status(exc)
+                if status == 404 or error_code(exc) in ("404", "NoSuchBucket"):
                     raise NotFoundError(
                         f"S3 bucket {self.bucket!r} does not exist at {self.endpoint} "
                         "(create it, or check TVSTORE_BLOB_URL and the S3 endpoint)"
                     ) from None
-                raise
+                if status != 403:
+                    raise
+                log.info("no permission to HeadBucket %s; assuming it exists", self.bucket)
         self._bucket_ok = True
 
     def _head(self, key: str, action: str) -> dict | None:
