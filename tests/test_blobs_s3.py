@@ -160,6 +160,20 @@ def test_failed_multipart_upload_leaves_no_object_and_no_parts(s3_env: str, s3_b
         assert store.get(store.put(data)) == data  # and a retried put succeeds
 
 
+def test_large_blobs_are_read_in_parallel_ranges_that_survive_faults(s3_env: str, s3_bucket: str) -> None:
+    with FaultProxy(s3_env) as proxy:
+        store = S3BlobStore(s3_bucket, "mp", endpoint_url=proxy.endpoint, settings=SMALL_PARTS)
+        data = os.urandom(160 * KiB + 5)
+        digest = store.put(data)
+        proxy.fail_next(1, "truncate", match=lambda r: r.headers.get("range", "").startswith("bytes=65536-"))
+        proxy.fail_next(1, "drop", match=lambda r: r.headers.get("range", "").startswith("bytes=98304-"))
+        before = len(proxy.seen)
+        assert store.get(digest) == data
+        ranges = {s.request.headers.get("range") for s in proxy.seen[before:] if s.request.method == "GET"}
+        assert len(ranges) == 6  # 32 KiB ranges, the first of which told the size
+        assert proxy.faults("truncate") == 1 and proxy.faults("drop") == 1
+
+
 # -- conditional put ------------------------------------------------------------
 
 

@@ -119,7 +119,14 @@ class S3BlobStore(BlobStore):
 
     def _read(self, digest: str) -> bytes:
         with self._request(f"get blob {digest}"):
-            data = read_object(self._client, self.bucket, self.key(digest), self.settings.max_attempts)
+            data = read_object(
+                self._client,
+                self.bucket,
+                self.key(digest),
+                attempts=self.settings.max_attempts,
+                part_size=self.settings.part_size,
+                executor=self._executor("part"),
+            )
         if data is None:
             raise self._missing(digest)
         return data
