@@ -92,6 +92,14 @@ class BlobStore(ABC):
         """Verified bytes of several blobs, keyed by digest (parallel where it pays)."""
         return {digest: self.get(digest) for digest in dict.fromkeys(digests)}
 
+    def modified(self, digest: str) -> float | None:
+        """When the blob was written (POSIX seconds), or ``None`` if the store cannot tell.
+
+        ``gc`` uses it for its grace period: a blob written by a push that has
+        not committed yet is young, and must not be swept.
+        """
+        return None
+
     def close(self) -> None:
         """Release connections; the default store holds none."""
 

@@ -29,6 +29,7 @@ class LocalBlobStore(BlobStore):
         digest = digest_bytes(data)
         target = self.path(digest)
         if target.exists():
+            os.utime(target)  # a re-put refreshes the blob's age, so gc's grace period covers this push
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
