@@ -113,7 +113,8 @@ def _check_against_base(ckpt: Checkpoint, base: BaseSource, allow_extra: bool) -
             )
     missing = [n for n in base.names() if n not in ckpt]
     if missing:
-        raise InvalidCheckpointError(f"{ckpt.path}: tensor {missing[0]!r} of base {base.base.name!r} is missing")
+        instead = f"; it has {len(extras)} tensor(s) the base lacks, e.g. {extras[0]!r}" if extras else ""
+        raise InvalidCheckpointError(f"{ckpt.path}: tensor {missing[0]!r} of base {base.base.name!r} is missing{instead}")
     if extras and not allow_extra:
         raise InvalidCheckpointError(
             f"{ckpt.path}: tensor {extras[0]!r} is not in base {base.base.name!r} "
