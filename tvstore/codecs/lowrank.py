@@ -25,7 +25,7 @@ import struct
 import numpy as np
 import torch
 
-from tvstore.codecs import bitpack, framing
+from tvstore.codecs import bitpack, buffers, framing
 from tvstore.codecs.base import Codec, Shape, get_codec, register_codec
 from tvstore.codecs.values import check_value_dtype, decode_values, encode_values
 from tvstore.errors import CodecError
@@ -33,6 +33,7 @@ from tvstore.errors import CodecError
 _VERSION = 1
 FACTORS, FALLBACK = 0, 1
 _FACTOR_HEADER = struct.Struct("<BQQQd")  # path, rows, cols, rank, scale
+_BLOCK_ENTRIES = 1 << 16  # 256 KiB of float32 per row block: fits L2
 
 
 def matrix_shape(shape: Shape) -> tuple[int, int]:
@@ -76,11 +77,15 @@ def lowrank_payload_from_factors(b: torch.Tensor, a: torch.Tensor, scale: float 
 
 def product(b: torch.Tensor, a: torch.Tensor, scale: float) -> torch.Tensor:
     """float32 ``b @ a * scale`` in a fixed order of IEEE operations (machine-independent)."""
-    out = torch.zeros(b.shape[0], a.shape[1], dtype=torch.float32)
-    term = torch.empty_like(out)
-    for j in range(b.shape[1]):  # one whole-matrix update per rank, not per element
-        torch.mul(b[:, j : j + 1], a[j : j + 1, :], out=term)
-        out.add_(term)
+    m, n = b.shape[0], a.shape[1]
+    out = buffers.zeros(m * n, torch.float32).reshape(m, n)
+    rows = max(1, _BLOCK_ENTRIES // max(1, n))
+    term = buffers.empty(min(m, rows) * n, torch.float32).reshape(min(m, rows), n)
+    for start in range(0, m, rows):  # row blocks that stay in cache across the rank loop
+        block, tmp = out[start : start + rows], term[: min(rows, m - start)]
+        for j in range(b.shape[1]):  # one whole-block update per rank, never per element
+            torch.mul(b[start : start + rows, j : j + 1], a[j : j + 1, :], out=tmp)
+            block.add_(tmp)
     if scale != 1.0:
         out.mul_(torch.tensor(scale, dtype=torch.float32))
     return out
@@ -148,4 +153,4 @@ class Lowrank(Codec):
             raise ValueError(f"lowrank payload is a {m} x {n} matrix, not shape {shape}")
         b, used = decode_values(sections, torch.float32)
         a, _ = decode_values(sections[used:], torch.float32)
-        return product(b.reshape(m, r), a.reshape(r, n), scale).to(dtype).reshape(shape)
+        return buffers.convert(product(b.reshape(m, r), a.reshape(r, n), scale), dtype).reshape(shape)

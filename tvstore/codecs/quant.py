@@ -28,7 +28,7 @@ import struct
 import numpy as np
 import torch
 
-from tvstore.codecs import bitpack, framing, planes
+from tvstore.codecs import bitpack, buffers, framing, planes
 from tvstore.codecs.base import Codec, Shape, register_codec
 
 _VERSION = 1
@@ -85,8 +85,8 @@ def dequantize(codes: torch.Tensor, params: QuantParams, bits: int) -> torch.Ten
     work = torch.float32 if exact32 else torch.float64
     z = torch.from_numpy(params.z).to(work)[:, None]
     s = torch.from_numpy(params.s).to(work)[:, None]
-    out = codes.to(work).sub_(z).div_(s)
-    return out if exact32 else out.to(torch.float32)
+    out = buffers.convert(codes, work).sub_(z).div_(s)
+    return out if exact32 else buffers.convert(out, torch.float32)
 
 
 @register_codec
@@ -141,7 +141,7 @@ class Quant(Codec):
             raise ValueError(f"quant payload holds {n} entries, shape {shape} needs {expected}")
         codes = torch.from_numpy(bitpack.unpack_bits(codes_bytes, bits, groups * width)).reshape(groups, width)
         out = dequantize(codes, params, bits).reshape(-1)[:n]
-        return out.to(dtype).reshape(shape)
+        return buffers.convert(out, dtype).reshape(shape)
 
 
 def _read(data: bytes) -> tuple[tuple[int, int, int, int], bytes, QuantParams]:

@@ -31,7 +31,7 @@ import struct
 import numpy as np
 import torch
 
-from tvstore.codecs import bitpack, framing
+from tvstore.codecs import bitpack, buffers, framing
 from tvstore.codecs.base import Codec, Shape, register_codec
 from tvstore.codecs.values import check_value_dtype, decode_values, encode_values
 
@@ -88,7 +88,7 @@ def decode_sparse(data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor
         raise ValueError(f"sparse payload holds {n} entries, shape {shape} needs {expected}")
     positions = torch.from_numpy(bitpack.decode_indices(sections[0], n))
     vals, _ = decode_values(sections[1:], dtype)
-    out = torch.zeros(n, dtype=dtype)
+    out = buffers.zeros(n, dtype)
     out[positions] = vals
     return out.reshape(shape)
 
