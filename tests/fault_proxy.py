@@ -2,7 +2,8 @@
 
 It forwards requests verbatim (Host header included, so SigV4 signatures stay
 valid) and, when a rule says so, answers instead with a 500, a 503
-``SlowDown``, a 501, a 403, drops the connection, or cuts a response body short.
+``SlowDown``, a 501, a 403, drops the connection (before or after the
+server acted on the request), or cuts a response body short.
 Rules fire for the next N matching requests or for a random fraction of them
 (seeded, so a failing run can be repeated). Threaded and loopback-only.
 """
@@ -27,8 +28,11 @@ ERROR_ACTIONS = {
     "503": (503, "SlowDown"),
     "501": (501, "NotImplemented"),
     "403": (403, "AccessDenied"),
+    "404-upload": (404, "NoSuchUpload"),
 }
-ACTIONS = frozenset({*ERROR_ACTIONS, "drop", "truncate"})
+#: drop: close without forwarding; lose-reply: forward, then close without answering
+#: (the server acted, the client cannot know); truncate: forward, cut the body short
+ACTIONS = frozenset({*ERROR_ACTIONS, "drop", "lose-reply", "truncate"})
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             elif fault in ERROR_ACTIONS:
                 self._error(*ERROR_ACTIONS[fault])
             else:
-                self._forward(body, truncate=fault == "truncate")
+                self._forward(body, fault)
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_any
 
@@ -189,7 +193,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(payload)
 
-        def _forward(self, body: bytes, truncate: bool) -> None:
+        def _forward(self, body: bytes, fault: str | None) -> None:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             if body or self.command in ("PUT", "POST"):
                 headers["Content-Length"] = str(len(body))
@@ -198,6 +202,9 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 payload = response.read()
+                if fault == "lose-reply":
+                    self._drop()
+                    return
                 self.send_response_only(response.status, response.reason)
                 for name, value in response.getheaders():
                     if name.lower() not in HOP_BY_HOP:
@@ -207,7 +214,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 if self.command == "HEAD":
                     return
-                if truncate and len(payload) > 1:
+                if fault == "truncate" and len(payload) > 1:
                     self.wfile.write(payload[: len(payload) // 2])
                     self.wfile.flush()
                     self._drop()

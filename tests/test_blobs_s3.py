@@ -20,7 +20,7 @@ from blob_contract import BlobStoreContract
 from fault_proxy import FaultProxy, Request
 from s3_server import MotoServer, free_port, s3_bucket, s3_env, s3_server  # noqa: F401 - fixtures
 from tvstore.blobs import BlobStore, digest_bytes, open_blob_store
-from tvstore.blobs.cache import CachedBlobStore
+from tvstore.blobs.cache import CachedBlobStore, without_cache
 from tvstore.blobs.s3 import S3BlobStore
 from tvstore.blobs.s3_config import S3Settings
 from tvstore.blobs.s3_errors import S3UnavailableError
@@ -172,6 +172,25 @@ def test_large_blobs_are_read_in_parallel_ranges_that_survive_faults(s3_env: str
         ranges = {s.request.headers.get("range") for s in proxy.seen[before:] if s.request.method == "GET"}
         assert len(ranges) == 6  # 32 KiB ranges, the first of which told the size
         assert proxy.faults("truncate") == 1 and proxy.faults("drop") == 1
+
+
+@pytest.mark.parametrize("request_kind", ["complete", "small put"])
+def test_lost_replies_are_retried_without_harm(s3_env: str, s3_bucket: str, request_kind: str) -> None:
+    """The server acted but the reply never came: botocore retries, and the retry must not fail."""
+    complete = lambda r: r.method == "POST" and "uploadId=" in r.query  # noqa: E731
+    small_put = lambda r: r.method == "PUT" and "if-none-match" in r.headers  # noqa: E731
+    with FaultProxy(s3_env) as proxy:
+        store = S3BlobStore(s3_bucket, "lost", endpoint_url=proxy.endpoint, settings=SMALL_PARTS)
+        store.put(b"learn that the server speaks If-None-Match")
+        data = os.urandom(100 * KiB) if request_kind == "complete" else b"small"
+        proxy.fail_next(1, "lose-reply", match=complete if request_kind == "complete" else small_put)
+        if request_kind == "complete":  # AWS forgets a completed upload: the retry hears NoSuchUpload
+            proxy.fail_next(1, "404-upload", match=complete)
+        digest = store.put(data)
+        assert proxy.faults("lose-reply") == 1
+        assert proxy.faults("404-upload") == (1 if request_kind == "complete" else 0)
+        assert store.get(digest) == data
+        assert not raw_client(s3_env).list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
 
 
 # -- conditional put ------------------------------------------------------------
@@ -336,6 +355,18 @@ def test_open_blob_store_wraps_s3_in_the_configured_cache(s3_bucket: str, tmp_pa
     assert isinstance(open_blob_store(f"s3://{s3_bucket}/p"), S3BlobStore)
 
 
+def test_without_cache_reaches_the_bucket(s3_bucket: str, tmp_path: Path) -> None:
+    """verify must see a corrupt object even when the cache holds good bytes."""
+    store = CachedBlobStore(S3BlobStore(s3_bucket), tmp_path / "c")
+    digest = store.put(b"good bytes")
+    store.get(digest)
+    overwrite_object(store.remote, digest, b"bad bytes!")
+    assert store.get(digest) == b"good bytes"
+    with pytest.raises(TvstoreError, match="is corrupt"):
+        without_cache(store).get(digest)
+    assert without_cache(store.remote) is store.remote
+
+
 def test_s3_endpoint_argument_overrides_the_environment(s3_env: str, s3_bucket: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
@@ -409,9 +440,38 @@ def test_unwritable_cache_only_costs_speed(s3_bucket: str, tmp_path: Path) -> No
     assert store.get(digest) == b"no cache possible"
 
 
+#: the registry-level test runs 8 pushers; the store-level one keeps the shared CI box lighter
+WRITERS = 4
+WRITER = textwrap.dedent("""
+    import sys
+    from tvstore.blobs import open_blob_store
+    bucket, me = sys.argv[1], int(sys.argv[2])
+    store = open_blob_store(f"s3://{bucket}/race", cache=False)
+    datas = [(f"shared {i} ".encode() * 500) for i in range(12)]          # every writer puts these
+    datas += [(f"own {me} {i} ".encode() * 500) for i in range(4)]         # and a few of its own
+    store.put_many(datas)
+    for data in datas[::3]:
+        store.put(data)                                                     # and re-puts some
+    print("ok")
+""")
+
+
+def test_concurrent_processes_putting_overlapping_blobs(s3_bucket: str) -> None:
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, s3_bucket, str(me)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for me in range(WRITERS)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0 and out.strip() == "ok", err[-3000:]
+    expected = [(f"shared {i} ".encode() * 500) for i in range(12)]
+    expected += [(f"own {me} {i} ".encode() * 500) for me in range(WRITERS) for i in range(4)]
+    store = S3BlobStore(s3_bucket, "race")
+    assert sorted(store.iter_digests()) == sorted(digest_bytes(d) for d in expected)
+    assert store.get_many(digest_bytes(d) for d in expected) == {digest_bytes(d): d for d in expected}
+
+
 READER = textwrap.dedent("""
     import random, sys
-    from tvstore.blobs.cache import CachedBlobStore
+    from tvstore.blobs.cache import CachedBlobStore, without_cache
     from tvstore.blobs.s3 import S3BlobStore
     bucket, cache_dir, seed, *digests = sys.argv[1:]
     store = CachedBlobStore(S3BlobStore(bucket, "shared"), cache_dir, max_bytes=40 * 1024)

@@ -225,3 +225,10 @@ def _scan(objects: Path) -> list[tuple[Path, int, float]]:
                 continue
             entries.append((Path(child.path), st.st_size, st.st_mtime))
     return entries
+
+
+def without_cache(store: BlobStore) -> BlobStore:
+    """The store behind any cache: what ``verify`` must read, since the bucket, not a local copy, is the record."""
+    while isinstance(store, CachedBlobStore):
+        store = store.remote
+    return store

@@ -13,7 +13,7 @@ import logging
 from concurrent.futures import Executor, Future, wait
 from typing import Any
 
-from tvstore.blobs.s3_errors import error_code
+from tvstore.blobs.s3_errors import error_code, http_status
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ def upload_multipart(
         _abort(client, bucket, key, upload_id)
         if error_code(exc) == "PreconditionFailed":
             return False
+        if error_code(exc) == "NoSuchUpload" and _exists(client, bucket, key):
+            return True  # a retried complete whose first attempt succeeded, reply lost
         raise
 
 
@@ -66,6 +68,16 @@ def _upload_part(client: Any, bucket: str, key: str, upload_id: str, number: int
         Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(chunk)
     )
     return {"PartNumber": number, "ETag": response["ETag"]}
+
+
+def _exists(client: Any, bucket: str, key: str) -> bool:
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+        return True
+    except Exception as exc:
+        if http_status(exc) == 404:
+            return False
+        raise
 
 
 def _abort(client: Any, bucket: str, key: str, upload_id: str) -> None:
