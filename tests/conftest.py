@@ -9,6 +9,7 @@ server is unreachable the PostgreSQL half is skipped, except when
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -92,6 +93,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     return make_tiny_models(tmp_path_factory.mktemp("models"))
 
 
+def tvstore_executable() -> str:
+    """The ``tvstore`` script installed beside this interpreter (the venv's), else on PATH."""
+    beside = Path(sys.executable).parent / "tvstore"
+    found = str(beside) if beside.exists() else shutil.which("tvstore")
+    if found is None:
+        pytest.fail("the tvstore command is not installed: pip install -e .")
+    return found
+
+
 class Cli:
     """Runs the installed ``tvstore`` command in a subprocess against one registry."""
 
@@ -101,7 +111,7 @@ class Cli:
 
     def __call__(self, *args: str, check: bool = True, expect: int | None = None) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            ["tvstore", *map(str, args)], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=300
+            [tvstore_executable(), *map(str, args)], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=300
         )
         wanted = 0 if expect is None and check else expect
         if wanted is not None:

@@ -22,7 +22,7 @@ from tvstore.config import Location
 from tvstore.db import migrate
 from tvstore.db.engine import make_engine
 from tvstore.db.models import BaseModel, Mask, Tag, TaskVector, ComponentRow, VectorTensor, LineageEdge
-from tvstore.db.queries import get_base, get_vector
+from tvstore.db.queries import get_base, get_full_base, get_full_vector, get_vector
 from tvstore.errors import AlreadyExistsError, SchemaError, TvstoreError, UsageError
 from tvstore.gc import DEFAULT_GRACE_SECONDS, GcReport, collect_garbage
 from tvstore.info import BaseInfo, TensorSummary, VectorInfo
@@ -154,7 +154,7 @@ class Registry:
             raise UsageError("give either a fine-tuned checkpoint or --from/--to, not both")
         self.check_schema()
         with self.session() as session:
-            base_row = get_base(session, base)
+            base_row = get_full_base(session, get_base(session, base).id)
             source = BaseSource(base_row, self.blobs)
             if finetuned is not None:
                 pending = push_finetune(name, Path(finetuned), source, self.blobs, plan, extra, self.progress)
@@ -165,7 +165,7 @@ class Registry:
         return self._commit(pending, base_row, meta or {})
 
     def _commit(self, pending: PendingVector, base_row: BaseModel, meta: dict[str, Any]) -> VectorInfo:
-        vector = commit_vector(self.session, pending, base_row, meta, source_edges(pending))
+        vector = commit_vector(self.session, pending, base_row, meta, source_edges(pending), blobs=self.blobs)
         return self.show(f"{vector.name}@{vector.version}")
 
     # ---- read ---------------------------------------------------------------------------
@@ -223,12 +223,7 @@ class Registry:
         """A lazy mapping ``name -> tau`` (extra tensors map to their values)."""
         self.check_schema()
         with self.session() as session:
-            vector = get_vector(session, ref)
-            _ = vector.base.name
-            for t in vector.tensors:
-                for c in t.components:
-                    _ = c.mask
-            return VectorSource(vector, self.blobs)
+            return VectorSource(get_full_vector(session, ref), self.blobs)
 
     # ---- pull ---------------------------------------------------------------------------
 
@@ -240,9 +235,7 @@ class Registry:
         """Rebuild base + vector as a Hugging Face directory ``transformers`` can load."""
         vector = self.delta_tensors(ref)
         with self.session() as session:
-            base_row = session.get(BaseModel, vector.vector.base_id)
-            assert base_row is not None
-            _ = base_row.tensors, base_row.files
+            base_row = get_full_base(session, vector.vector.base_id)
         return pull_checkpoint(BaseSource(base_row, self.blobs), vector, self.blobs, Path(out), max_shard_bytes, self.progress)
 
     # ---- tags, removal, maintenance ------------------------------------------------------

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
-from tvstore.db.models import BaseModel, Blob, Tag, TaskVector
+from tvstore.db.models import BaseModel, Blob, ComponentRow, Tag, TaskVector, VectorTensor
 from tvstore.errors import NotFoundError
 from tvstore.refs import LATEST, Ref, parse_ref
 
@@ -24,6 +24,24 @@ def get_base(session: Session, name: str) -> BaseModel:
 
 def latest_version(session: Session, name: str) -> int | None:
     return session.scalar(select(func.max(TaskVector.version)).where(TaskVector.name == name))
+
+
+# everything a reader needs, in a handful of queries instead of one per tensor
+FULL_VECTOR = (
+    joinedload(TaskVector.base),
+    selectinload(TaskVector.tensors).selectinload(VectorTensor.components).joinedload(ComponentRow.mask),
+)
+FULL_BASE = (selectinload(BaseModel.tensors), selectinload(BaseModel.files))
+
+
+def get_full_vector(session: Session, ref: Ref | str) -> TaskVector:
+    """Like :func:`get_vector`, with tensors, components, masks and base loaded (usable detached)."""
+    vector = get_vector(session, ref)
+    return session.scalars(select(TaskVector).where(TaskVector.id == vector.id).options(*FULL_VECTOR)).one()
+
+
+def get_full_base(session: Session, base_id: int) -> BaseModel:
+    return session.scalars(select(BaseModel).where(BaseModel.id == base_id).options(*FULL_BASE)).one()
 
 
 def get_vector(session: Session, ref: Ref | str) -> TaskVector:
