@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from tvstore.blobs import BlobStore, LocalBlobStore, digest_bytes
 from tvstore.blobs.cache import CachedBlobStore

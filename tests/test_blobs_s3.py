@@ -17,8 +17,8 @@ import boto3
 import pytest
 
 from blob_contract import BlobStoreContract
-from fault_proxy import FaultProxy, Request
-from s3_server import MotoServer, free_port, s3_bucket, s3_env, s3_server  # noqa: F401 - fixtures
+from fault_proxy import FaultProxy
+from s3_server import free_port, s3_bucket, s3_env, s3_server  # noqa: F401 - fixtures
 from tvstore.blobs import BlobStore, digest_bytes, open_blob_store
 from tvstore.blobs.cache import CachedBlobStore, without_cache
 from tvstore.blobs.s3 import S3BlobStore
@@ -328,7 +328,8 @@ def test_persistent_throttling_names_the_code(s3_env: str, s3_bucket: str) -> No
 
 def test_missing_bucket_names_bucket_and_endpoint(s3_env: str) -> None:
     store = open_blob_store("s3://no-such-bucket/prefix", cache=False)
-    for action in (lambda: store.put(b"x"), lambda: store.exists(digest_bytes(b"x")), lambda: list(store.iter_digests())):
+    actions = [lambda: store.put(b"x"), lambda: store.exists(digest_bytes(b"x")), lambda: list(store.iter_digests())]
+    for action in actions:
         with pytest.raises(NotFoundError, match=f"S3 bucket 'no-such-bucket' does not exist at {s3_env}"):
             action()
 

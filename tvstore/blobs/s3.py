@@ -241,7 +241,7 @@ class S3BlobStore(BlobStore):
                     time.sleep(0.05 * 2**attempt)  # a racing writer of the same bytes
                     continue
                 if self._conditional is None and (code in UNSUPPORTED_CONDITION_CODES or status == 501):
-                    log.info("%s does not support conditional PUT (%s %s); using HEAD checks", self.endpoint, status, code)
+                    log.info("%s rejects conditional PUT (%s %s); using HEAD checks", self.endpoint, status, code)
                     self._conditional = False
                     return None
                 raise
