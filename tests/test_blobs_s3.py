@@ -356,6 +356,21 @@ def test_open_blob_store_wraps_s3_in_the_configured_cache(s3_bucket: str, tmp_pa
     assert isinstance(open_blob_store(f"s3://{s3_bucket}/p"), S3BlobStore)
 
 
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TVSTORE_S3_MULTIPART_THRESHOLD", "8M")
+    monkeypatch.setenv("TVSTORE_S3_PART_SIZE", "5MiB")
+    monkeypatch.setenv("TVSTORE_S3_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    settings = S3Settings.from_env(max_concurrency=5)
+    assert (settings.multipart_threshold, settings.part_size) == (8 << 20, 5 << 20)
+    assert (settings.max_concurrency, settings.max_attempts, settings.retry_mode) == (5, 4, "adaptive")
+    assert settings.part_size_for(100 << 30) == -(-(100 << 30) // 10_000)  # within S3's 10,000 parts
+    monkeypatch.setenv("AWS_RETRY_MODE", "sometimes")
+    with pytest.raises(TvstoreError, match="retry mode"):
+        S3Settings.from_env()
+
+
 def test_without_cache_reaches_the_bucket(s3_bucket: str, tmp_path: Path) -> None:
     """verify must see a corrupt object even when the cache holds good bytes."""
     store = CachedBlobStore(S3BlobStore(s3_bucket), tmp_path / "c")

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from tvstore.blobs.cache_config import parse_size
 from tvstore.errors import UsageError
 
 MiB = 1024 * 1024
@@ -21,13 +22,24 @@ MAX_PARTS = 10_000
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
+    raw = os.environ.get(name, "").strip()
+    if not raw:
         return default
     try:
         return int(raw)
     except ValueError:
         raise UsageError(f"{name}={raw!r} is not an integer") from None
+
+
+def _env_size(name: str, default: int) -> int:
+    """A byte count such as ``64M`` or ``67108864``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return parse_size(raw)
+    except UsageError:
+        raise UsageError(f"{name}={raw!r} is not a size (bytes, or with a K/M/G suffix)") from None
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,8 @@ class S3Settings:
         """
         base = cls()
         values: dict[str, Any] = {
-            "multipart_threshold": _env_int("TVSTORE_S3_MULTIPART_THRESHOLD", base.multipart_threshold),
-            "part_size": _env_int("TVSTORE_S3_PART_SIZE", base.part_size),
+            "multipart_threshold": _env_size("TVSTORE_S3_MULTIPART_THRESHOLD", base.multipart_threshold),
+            "part_size": _env_size("TVSTORE_S3_PART_SIZE", base.part_size),
             "max_concurrency": _env_int("TVSTORE_S3_MAX_CONCURRENCY", base.max_concurrency),
             "max_attempts": _env_int("AWS_MAX_ATTEMPTS", base.max_attempts),
             "retry_mode": os.environ.get("AWS_RETRY_MODE") or base.retry_mode,
