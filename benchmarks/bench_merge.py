@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -101,6 +102,17 @@ def io_counters() -> dict[str, int]:
         return {"read_bytes": 0, "rchar": 0}
 
 
+def peak_rss_mib() -> float:
+    """VmHWM of this process: unlike ru_maxrss it is not inherited from the parent across fork/exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 _IO0: dict[str, int] = {}
 
 
@@ -111,7 +123,7 @@ def child_start() -> float:
 
 def child_report(t0: float) -> None:
     io = io_counters()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mib()
     print(json.dumps({"wall_s": time.perf_counter() - t0, "peak_rss_mib": rss,
                       "read_bytes": io["read_bytes"] - _IO0.get("read_bytes", 0),
                       "rchar": io["rchar"] - _IO0.get("rchar", 0)}))
@@ -182,7 +194,18 @@ def run_rebuild(home: str, ref: str) -> None:
 CHILDREN = {"mergekit": run_mergekit, "tvstore": run_tvstore, "load-full": run_load_full, "rebuild": run_rebuild}
 
 
-def measure(*args: str) -> dict:
+def row(method: str, tasks: int, codec: str, theirs, ours) -> dict:
+    """Run both measurements (callables); a failure is recorded in the row rather than ending the run."""
+    try:
+        return {"method": method, "tasks": tasks, "codec": codec, "mergekit": theirs(), "tvstore": ours()}
+    except RuntimeError as e:
+        return {"method": method, "tasks": tasks, "codec": codec, "error": str(e).strip().splitlines()[-1]}
+
+
+def measure(*args: str, out: Path | None = None) -> dict:
+    """Run one child; ``out`` (its output directory) is cleared first so reruns work."""
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
     proc = subprocess.run([sys.executable, __file__, "_child", *args], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{args[0]} failed:\n{proc.stderr[-3000:]}")
@@ -250,15 +273,19 @@ def main() -> None:
             recipe = a.work / f"{method}-{n}.yml"
             recipe.write_text(mergekit_yaml(method, n))
             out = a.work / "out"
-            ref = measure("mergekit", str(a.work), str(recipe), str(out / f"mk-{method}-{n}"))
+            mk_out = out / f"mk-{method}-{n}"
+            ref = measure("mergekit", str(a.work), str(recipe), str(mk_out), out=mk_out)
             for codec in codecs:
-                ours = measure("tvstore", str(homes[codec]), str(recipe), str(out / f"tv-{method}-{n}-{homes[codec].name}"))
-                rows.append({"method": method, "tasks": n, "codec": codec, "mergekit": ref, "tvstore": ours})
+                tv_out = out / f"tv-{method}-{n}-{homes[codec].name}"
+                rows.append(row(method, n, codec, lambda: ref,
+                                lambda: measure("tvstore", str(homes[codec]), str(recipe), str(tv_out), out=tv_out)))
     for codec in codecs:
-        full = measure("load-full", str(a.work / "models" / "ft0"))
-        ours = measure("rebuild", str(homes[codec]), "ft0")
-        rows.append({"method": "rebuild-one", "tasks": 1, "codec": codec, "mergekit": full, "tvstore": ours})
-    report(rows)
+        rows.append(row("rebuild-one", 1, codec, lambda: measure("load-full", str(a.work / "models" / "ft0")),
+                        lambda: measure("rebuild", str(homes[codec]), "ft0")))
+    report([r for r in rows if "error" not in r])
+    for r in rows:
+        if "error" in r:
+            print(f"{r['method']} n={r['tasks']} {r['codec']}: FAILED: {r['error']}")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
 
