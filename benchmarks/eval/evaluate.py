@@ -1,0 +1,89 @@
+"""Accuracy of a checkpoint (encoder + head) on a task split: batched, no grad.
+
+The harness evaluates dozens of rebuilt and merged models on the same splits,
+so each split is tokenized once and cut into length-sorted batches (little
+padding, same result as any other order), and encoder and head are passed
+separately: a merged encoder is scored on every task with each task's own head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import BertModel, PreTrainedTokenizerBase
+
+from benchmarks.eval.data import Example, Task
+from benchmarks.eval.model import Classifier, load_encoder, load_head, load_tokenizer
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+
+def make_batches(
+    examples: list[Example], tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int = 64
+) -> list[Batch]:
+    """Tokenize once; batches of similar length so padding costs little."""
+    encoded = tokenizer([text for text, _ in examples], truncation=True, max_length=max_length)["input_ids"]
+    order = sorted(range(len(examples)), key=lambda i: len(encoded[i]))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for row, i in enumerate(chunk):
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[row, : len(encoded[i])] = 1
+        pad = tokenizer.pad_token_id or 0
+        ids[mask == 0] = pad
+        batches.append(Batch(ids, mask, torch.tensor([examples[i][1] for i in chunk])))
+    return batches
+
+
+class SplitCache:
+    """Tokenized batches per (task, split), built on first use."""
+
+    def __init__(self, tasks: dict[str, Task], tokenizer: PreTrainedTokenizerBase, max_length: Callable[[str], int]) -> None:
+        self.tasks, self.tokenizer, self.max_length = tasks, tokenizer, max_length
+        self._batches: dict[tuple[str, str], list[Batch]] = {}
+
+    def get(self, task: str, split: str) -> list[Batch]:
+        key = (task, split)
+        if key not in self._batches:
+            examples = getattr(self.tasks[task], split)
+            self._batches[key] = make_batches(examples, self.tokenizer, self.max_length(task))
+        return self._batches[key]
+
+
+@torch.no_grad()
+def accuracy(encoder: BertModel, head: nn.Linear, batches: list[Batch]) -> float:
+    """Fraction of examples whose argmax logit is the label."""
+    model = Classifier.__new__(Classifier)
+    nn.Module.__init__(model)
+    model.encoder, model.classifier = encoder.eval(), head.eval()
+    correct = total = 0
+    for batch in batches:
+        logits = model(batch.input_ids, batch.attention_mask)
+        correct += int((logits.argmax(-1) == batch.labels).sum())
+        total += len(batch.labels)
+    return correct / max(1, total)
+
+
+def checkpoint_accuracy(model_dir: Path, batches: list[Batch]) -> float:
+    """Accuracy of a checkpoint directory holding both encoder and head."""
+    return accuracy(load_encoder(model_dir), load_head(model_dir), batches)
+
+
+def evaluate_checkpoint(model_dir: Path, task: Task, max_length: int, splits: tuple[str, ...] = ("test", "val")) -> dict[str, float]:
+    """Accuracy on each named split, tokenizing with the checkpoint's own tokenizer."""
+    tokenizer = load_tokenizer(model_dir)
+    encoder, head = load_encoder(model_dir), load_head(model_dir)
+    return {split: accuracy(encoder, head, make_batches(getattr(task, split), tokenizer, max_length)) for split in splits}

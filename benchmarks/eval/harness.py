@@ -1,0 +1,351 @@
+"""One command from a clean cache to the tables, JSON and plot (issue 4).
+
+    python -m benchmarks.eval.harness            # MiniLM, three tasks (< 20 min on 2 cores)
+    python -m benchmarks.eval.harness --quick    # tiny random BERT, a few dozen examples (seconds)
+
+Steps: fine-tune each task (cached), push every fine-tune into a fresh
+registry under every codec setting, rebuild and score each (individual
+table), merge the vectors from fp32 and from each codec family's smallest
+setting (merge table), plot accuracy against footprint, write
+``results.json`` and ``accuracy_vs_bytes.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch  # noqa: E402
+from transformers import BertConfig  # noqa: E402
+
+from benchmarks.eval.data import Task, load_tasks  # noqa: E402
+from benchmarks.eval.evaluate import SplitCache, accuracy  # noqa: E402
+from benchmarks.eval.finetune import REPO_ROOT, base_model_dir, finetune_all, limit_threads  # noqa: E402
+from benchmarks.eval.merging import BaseModelTensors, decoded_taus, group_encoders, head, recipe_encoder  # noqa: E402
+from benchmarks.eval.model import load_encoder, load_head, load_tokenizer, read_tensors  # noqa: E402
+from benchmarks.eval.plot import plot_accuracy_vs_bytes  # noqa: E402
+from benchmarks.eval.report import NA, Row, fp32_table, individual_table, merge_table, unavailable_notes  # noqa: E402
+from benchmarks.eval.settings import FP32, HarnessSettings, MergeSetting, quick_settings  # noqa: E402
+from benchmarks.eval.store import (  # noqa: E402
+    StoredSet, Unavailable, exact_taus, float_names, open_fresh_registry, pack_group, push_set, sources,
+)
+from benchmarks.eval.tiny import make_tiny_base  # noqa: E402
+from tvstore.registry import Registry  # noqa: E402
+
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+CACHE_DIR = REPO_ROOT / "benchmarks" / ".cache"
+
+
+@dataclass
+class Context:
+    """Everything the steps share: tasks, base, fine-tunes, registry, tokenized splits."""
+
+    settings: HarnessSettings
+    tasks: dict[str, Task]
+    base_dir: Path
+    finetunes: dict[str, Path]
+    registry: Registry
+    base: BaseModelTensors
+    splits: SplitCache
+    work_dir: Path
+    reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def log(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    def mark(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[phase] = round(now - since, 1)
+        return now
+
+
+# ---- setup ------------------------------------------------------------------------------
+
+
+def prepare(settings: HarnessSettings, work_dir: Path, finetune_cache: Path, base_dir: Path | None) -> Context:
+    """Tasks, base (tiny one in quick mode), cached fine-tunes, a fresh registry."""
+    limit_threads()
+    started = time.perf_counter()
+    tasks = load_tasks(list(settings.tasks), settings.finetune.sizes, settings.finetune.seed)
+    if base_dir is None:
+        base_dir = base_model_dir()
+    elif not (base_dir / "model.safetensors").exists():  # quick mode: build the tiny base once
+        make_tiny_base(base_dir, (text for task in tasks.values() for text, _ in task.train))
+    finetunes = finetune_all(tasks, base_dir, settings.finetune, finetune_cache)
+    registry = open_fresh_registry(work_dir / "registry", base_dir)
+    config = BertConfig.from_pretrained(str(base_dir), local_files_only=True)
+    base = BaseModelTensors(read_tensors(base_dir), config, float_names(base_dir))
+    splits = SplitCache(tasks, load_tokenizer(base_dir), settings.finetune.length_for)
+    ctx = Context(settings, tasks, base_dir, finetunes, registry, base, splits, work_dir, started=started)
+    ctx.mark("finetune_and_setup", started)
+    return ctx
+
+
+def reference_accuracy(ctx: Context) -> dict[str, dict[str, float]]:
+    """Test and validation accuracy of the fp32 fine-tunes as trained (the 100%)."""
+    out = {}
+    for task, ft_dir in ctx.finetunes.items():
+        encoder, layer = load_encoder(ft_dir), load_head(ft_dir)
+        out[task] = {split: accuracy(encoder, layer, ctx.splits.get(task, split)) for split in ("test", "val")}
+    return out
+
+
+# ---- storing and the individual table --------------------------------------------------
+
+
+def store_all(ctx: Context) -> dict[str, StoredSet | Unavailable]:
+    """Every codec setting's stored vectors; lossless first (group packers start from it)."""
+    stored: dict[str, StoredSet | Unavailable] = {}
+    exact: dict[str, dict[str, torch.Tensor]] | None = None
+    for setting in sorted(ctx.settings.codecs, key=lambda s: s.spec != FP32):
+        since = time.perf_counter()
+        if not setting.group:
+            stored[setting.spec] = push_set(ctx.registry, setting, ctx.finetunes)
+        elif isinstance(stored.get(FP32), StoredSet):
+            exact = exact or exact_taus(ctx.registry, stored[FP32], ctx.base.float_names)
+            stored[setting.spec] = pack_group(setting.spec, exact, ctx.base.float_names)
+        else:
+            stored[setting.spec] = Unavailable("group packers start from the lossless vectors, which failed")
+        result = stored[setting.spec]
+        ctx.log(f"stored {setting.spec}: {result.reason if isinstance(result, Unavailable) else 'ok'} "
+                f"({time.perf_counter() - since:.1f}s)")
+    return stored
+
+
+def rebuilt_accuracy(ctx: Context, stored: StoredSet, task: str) -> float:
+    """Test accuracy of the fine-tune rebuilt from the registry (or from the packed group)."""
+    batches = ctx.splits.get(task, "test")
+    if stored.path == "packer":
+        taus = stored.taus[task]
+        return accuracy(ctx.base.encoder(lambda name: taus[name]), head(sources(ctx.registry, stored)[task]), batches)
+    out = ctx.work_dir / "pull"
+    shutil.rmtree(out, ignore_errors=True)
+    ctx.registry.pull_checkpoint(stored.refs[task], out)
+    try:
+        return accuracy(load_encoder(out), load_head(out), batches)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def individual_row(ctx: Context, spec: str, stored: StoredSet | Unavailable, raw_bytes_per_param: float) -> Row:
+    """One codec's row: per-task rebuilt accuracy, retained fraction, footprint, error."""
+    if isinstance(stored, Unavailable):
+        return {"codec": spec, "status": NA, "reason": stored.reason}
+    acc = {task: rebuilt_accuracy(ctx, stored, task) for task in ctx.tasks}
+    retained = {task: acc[task] / ctx.reference[task]["test"] for task in ctx.tasks}
+    bpp = _mean(stored.stored_bytes[t] / stored.num_params[t] for t in ctx.tasks)
+    return {
+        "codec": spec, "status": "ok", "path": stored.path, "accuracy": acc, "retained": retained,
+        "avg_accuracy": _mean(acc.values()), "avg_retained": _mean(retained.values()),
+        "min_retained": min(retained.values()), "bytes_per_param": bpp, "ratio_vs_fp32": raw_bytes_per_param / bpp,
+        "rel_l2": _mean(stored.rel_l2.values()), "cosine": _mean(stored.cosine.values()),
+    }
+
+
+def individual_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable]) -> list[Row]:
+    raw = float(ctx.base.tensors[ctx.base.float_names[0]].element_size())
+    rows = []
+    for setting in ctx.settings.codecs:
+        rows.append(individual_row(ctx, setting.spec, stored[setting.spec], raw))
+        ctx.log(f"individual {setting.spec}: avg {rows[-1].get('avg_accuracy', NA)}")
+    return rows
+
+
+# ---- merges -------------------------------------------------------------------------------
+
+
+def merge_codecs(ctx: Context, rows: list[Row]) -> list[str]:
+    """fp32, then per codec family its smallest-footprint setting that ran."""
+    chosen = [FP32]
+    for family in ctx.settings.merge_families:
+        ok = [r for r in rows if r["status"] == "ok" and r["codec"].partition(":")[0] == family]
+        if ok:
+            chosen.append(min(ok, key=lambda r: r["bytes_per_param"])["codec"])
+    return chosen
+
+
+def scores(ctx: Context, encoders: dict[str, Any], heads: dict[str, Any], split: str) -> dict[str, float]:
+    return {task: accuracy(encoders[task], heads[task], ctx.splits.get(task, split)) for task in ctx.tasks}
+
+
+def choose_coefficient(ctx: Context, setting: MergeSetting, srcs: dict[str, Any], heads: dict[str, Any],
+                       grid: tuple[float, ...]) -> tuple[float, dict[str, float]]:
+    """The scaling coefficient with the best average validation accuracy (first on ties)."""
+    best: tuple[float, float] | None = None
+    for coefficient in grid:
+        if len(grid) == 1:
+            return coefficient, {}
+        encoder = recipe_encoder(ctx.base, setting, srcs, coefficient)
+        avg = _mean(scores(ctx, {t: encoder for t in ctx.tasks}, heads, "val").values())
+        if best is None or avg > best[1]:
+            best = (coefficient, avg)
+    assert best is not None
+    return best[0], {"val_avg": best[1]}
+
+
+def merge_accuracy(ctx: Context, setting: MergeSetting, srcs: dict[str, Any], taus: Any,
+                   chosen: dict[str, float]) -> tuple[dict[str, float], float | None]:
+    """Per-task test accuracy of one merge method over one codec's vectors."""
+    heads = {task: head(srcs[task]) for task in ctx.tasks}
+    if setting.kind == "group":
+        encoders = group_encoders(ctx.base, setting, taus())
+        if isinstance(encoders, Unavailable):
+            raise RuntimeError(encoders.reason)
+        return scores(ctx, encoders, heads, "test"), None
+    grid = setting.grid or ((chosen[setting.lambda_from],) if setting.lambda_from in chosen else (1.0,))
+    coefficient, _ = choose_coefficient(ctx, setting, srcs, heads, grid)
+    chosen[setting.label] = coefficient
+    encoder = recipe_encoder(ctx.base, setting, srcs, coefficient)
+    return scores(ctx, {t: encoder for t in ctx.tasks}, heads, "test"), coefficient
+
+
+def merge_rows_for(ctx: Context, spec: str, stored: StoredSet) -> list[Row]:
+    """Every merge method over one codec's vectors."""
+    srcs = sources(ctx.registry, stored)
+    cache: dict[str, Any] = {}
+
+    def taus() -> dict[str, dict[str, torch.Tensor]]:
+        if "taus" not in cache:
+            cache["taus"] = decoded_taus(srcs, ctx.base.float_names)
+        return cache["taus"]
+
+    chosen: dict[str, float] = {}
+    rows = []
+    for setting in ctx.settings.merges:
+        since = time.perf_counter()
+        try:
+            acc, coefficient = merge_accuracy(ctx, setting, srcs, taus, chosen)
+        except Exception as error:  # noqa: BLE001  a method that cannot run yet is an n/a cell
+            rows.append({"method": setting.label, "codec": spec, "status": NA, "reason": f"{type(error).__name__}: {error}"})
+            continue
+        normalized = {task: acc[task] / ctx.reference[task]["test"] for task in ctx.tasks}
+        rows.append({
+            "method": setting.label, "codec": spec, "status": "ok", "lambda": coefficient, "accuracy": acc,
+            "avg_accuracy": _mean(acc.values()), "normalized": normalized, "avg_normalized": _mean(normalized.values()),
+        })
+        ctx.log(f"merge {setting.label} from {spec}: avg {rows[-1]['avg_accuracy']:.4f} ({time.perf_counter() - since:.1f}s)")
+    return rows
+
+
+def merge_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable], codecs: list[str]) -> list[Row]:
+    """The merge table: every method from fp32 and from each chosen codec, with ratio to the fp32 merge."""
+    rows: list[Row] = []
+    for spec in codecs:
+        if isinstance(stored[spec], StoredSet):
+            rows += merge_rows_for(ctx, spec, stored[spec])
+    fp32 = {r["method"]: r["avg_accuracy"] for r in rows if r["codec"] == FP32 and r["status"] == "ok"}
+    for row in rows:
+        if row["status"] == "ok" and fp32.get(row["method"]):
+            row["vs_fp32_merge"] = row["avg_accuracy"] / fp32[row["method"]]
+    return rows
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+def summary(individual: list[Row], merges: list[Row]) -> dict[str, Any]:
+    """The numbers the issue's closing note quotes: each family at its smallest footprint, each merge."""
+    smallest: dict[str, Row] = {}
+    for row in individual:
+        family = row["codec"].partition(":")[0]
+        if row["status"] == "ok" and (family not in smallest or row["bytes_per_param"] < smallest[family]["bytes_per_param"]):
+            smallest[family] = row
+    return {
+        "smallest_per_family": {
+            f: {k: r[k] for k in ("codec", "bytes_per_param", "avg_accuracy", "avg_retained", "min_retained")}
+            for f, r in smallest.items()
+        },
+        "merges": {f"{r['method']} <- {r['codec']}": r.get("avg_accuracy") for r in merges},
+    }
+
+
+def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, finetune_cache: Path,
+        base_dir: Path | None = None) -> dict[str, Any]:
+    """The whole harness; returns what it writes to ``out_dir/results.json``."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ctx = prepare(settings, work_dir, finetune_cache, base_dir)
+    try:
+        since = time.perf_counter()
+        ctx.reference = reference_accuracy(ctx)
+        ctx.log(f"fp32 fine-tunes: {ctx.reference}")
+        stored = store_all(ctx)
+        since = ctx.mark("push", since)
+        individual = individual_rows(ctx, stored)
+        since = ctx.mark("individual", since)
+        merges = merge_rows(ctx, stored, merge_codecs(ctx, individual))
+        ctx.mark("merges", since)
+    finally:
+        ctx.registry.close()
+    ctx.timings["total"] = round(time.perf_counter() - ctx.started, 1)
+    results = {
+        "settings": asdict(settings), "tasks": list(ctx.tasks), "fp32": ctx.reference,
+        "individual": individual, "merges": merges, "summary": summary(individual, merges), "timings_s": ctx.timings,
+        "torch_threads": torch.get_num_threads(),
+    }
+    write_outputs(results, out_dir, settings)
+    return results
+
+
+def write_outputs(results: dict[str, Any], out_dir: Path, settings: HarnessSettings) -> None:
+    """results.json, accuracy_vs_bytes.png, tables.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    fp32_avg = _mean(v["test"] for v in results["fp32"].values())
+    title = f"Rebuilt fine-tunes ({', '.join(results['tasks'])}): accuracy vs footprint"
+    plot_accuracy_vs_bytes(results["individual"], fp32_avg, out_dir / "accuracy_vs_bytes.png", title)
+    (out_dir / "tables.md").write_text(render(results) + "\n")
+
+
+def render(results: dict[str, Any]) -> str:
+    """All tables as text (printed, and saved as tables.md for the README)."""
+    tasks = results["tasks"]
+    parts = [
+        "## fp32 fine-tunes (accuracy)", fp32_table(results["fp32"], tasks),
+        "## Individual: rebuilt fine-tune accuracy per codec", individual_table(results["individual"], tasks),
+        "## Merges (normalized = merged / fp32 individual fine-tune)", merge_table(results["merges"], tasks),
+    ]
+    notes = unavailable_notes(results["individual"], "codec") + unavailable_notes(results["merges"], "method")
+    if notes:
+        parts += ["n/a:", *notes]
+    parts.append(f"timings (s): {results['timings_s']}")
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny random BERT, a few dozen examples (seconds)")
+    parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results, quick: .cache/quick/results)")
+    parser.add_argument("--work", type=Path, help="scratch folder for the registry (default under benchmarks/.cache)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        work = args.work or CACHE_DIR / "quick"
+        results = run(quick_settings(), args.out or work / "results", work, work / "finetunes", base_dir=work / "tiny-base")
+    else:
+        work = args.work or CACHE_DIR / "harness"
+        results = run(HarnessSettings(), args.out or RESULTS_DIR, work, CACHE_DIR / "finetunes")
+    print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""What the harness measures: the codec settings and merge methods, in one place.
+
+Adding a codec setting or a merge method to the tables means adding one line
+here.  A setting whose codec (or method) does not exist in this checkout yet is
+reported as ``n/a`` with the reason, never a crash, so the table fills in as
+the other issues land.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.eval.data import Sizes
+from benchmarks.eval.finetune import FinetuneSettings
+
+FP32 = "lossless"
+
+
+@dataclass(frozen=True)
+class CodecSetting:
+    """One way to store every task vector.
+
+    ``spec`` is a registry codec spec (``quant:bits=4``) pushed per vector,
+    or, with ``group=True``, a group packer run over all tasks at once
+    (``rtvq:b_base=3,b_offset=2``): the shared part is stored once.
+    """
+
+    spec: str
+    group: bool = False
+
+    @property
+    def family(self) -> str:
+        return self.spec.partition(":")[0]
+
+
+@dataclass(frozen=True)
+class MergeSetting:
+    """One merge method.
+
+    ``kind="recipe"``: a tvstore merge recipe method (``task_arithmetic``,
+    ``ties``, ``consensus``) producing one multi-task encoder.
+    ``kind="group"``: a per-task reconstruction from a group packer (TALL masks,
+    EMR), scored task by task.  ``grid``: scaling coefficients tried on the
+    validation split (the best is kept, as the papers do); ``lambda_from``:
+    reuse the coefficient another method picked for the same vectors.
+    """
+
+    label: str
+    kind: str
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    grid: tuple[float, ...] = ()
+    lambda_from: str | None = None
+
+
+CODECS: tuple[CodecSetting, ...] = (
+    CodecSetting(FP32),
+    CodecSetting("quant:bits=8"),
+    CodecSetting("quant:bits=4"),
+    CodecSetting("quant:bits=3"),
+    CodecSetting("quant:bits=2"),
+    CodecSetting("rtvq:b_base=3,b_offset=2", group=True),
+    CodecSetting("sparse:density=0.1"),
+    CodecSetting("sparse:density=0.03"),
+    CodecSetting("dare:p=0.9"),
+    CodecSetting("ternary:density=0.1"),
+    CodecSetting("ternary:density=0.03"),
+    CodecSetting("lowrank:rank=16"),
+)
+
+MERGES: tuple[MergeSetting, ...] = (
+    MergeSetting("task_arithmetic", "recipe", "task_arithmetic", grid=(0.3, 0.5, 0.7, 1.0)),
+    MergeSetting("ties", "recipe", "ties", params={"density": 0.2}, grid=(1.0,)),
+    MergeSetting("consensus", "recipe", "consensus", params={"k": 2}, lambda_from="task_arithmetic"),
+    MergeSetting("tall_mask", "group", "tall", params={"lambdas": 0.4}),
+    MergeSetting("emr", "group", "emr"),
+)
+
+#: merges are built from fp32 vectors and, per codec family, from its smallest-footprint setting
+MERGE_FAMILIES: tuple[str, ...] = ("quant", "rtvq", "sparse", "ternary", "dare", "lowrank")
+
+#: published operating points marked on the plot (bits per parameter)
+PUBLISHED_POINTS: tuple[tuple[str, float], ...] = (
+    ("TVQ INT4", 4.0),
+    ("RTVQ B3O2, 8 tasks", 2.0 + 3.0 / 8),
+)
+#: published ranges (bits per parameter): ComPEFT reports 8x-50x smaller than fp32
+PUBLISHED_SPANS: tuple[tuple[str, float, float], ...] = (("ComPEFT 8-50x", 32.0 / 50, 32.0 / 8),)
+
+
+@dataclass(frozen=True)
+class HarnessSettings:
+    """A whole run: tasks, fine-tune schedule, evaluation length, what to measure."""
+
+    tasks: tuple[str, ...] = ("bbc", "tweets", "drugs")
+    finetune: FinetuneSettings = FinetuneSettings()  # its max lengths are the evaluation's too
+    codecs: tuple[CodecSetting, ...] = CODECS
+    merges: tuple[MergeSetting, ...] = MERGES
+    merge_families: tuple[str, ...] = MERGE_FAMILIES
+
+
+def quick_settings() -> HarnessSettings:
+    """A seconds-long run (the test mode): tiny splits, a few steps, every codec and merge."""
+    sizes = Sizes(train=48, val=16, test=24)
+    finetune = FinetuneSettings(steps=4, batch_size=8, max_length=32, warmup_steps=1, sizes=sizes, max_lengths=())
+    codecs = tuple(c for c in CODECS if c.spec in (FP32, "quant:bits=4", "rtvq:b_base=3,b_offset=2", "ternary:density=0.1"))
+    merges = tuple(
+        MergeSetting(m.label, m.kind, m.method, m.params, grid=(0.5, 1.0) if len(m.grid) > 1 else m.grid, lambda_from=m.lambda_from)
+        for m in MERGES
+    )
+    return HarnessSettings(finetune=finetune, codecs=codecs, merges=merges, merge_families=("quant", "rtvq"))
