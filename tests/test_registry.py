@@ -209,3 +209,18 @@ def test_rebuilt_checkpoint_loads_in_transformers(registry: Registry, tiny, tmp_
         got = BertModel.from_pretrained(tmp_path / "out", local_files_only=True).eval()(input_ids=ids).last_hidden_state
         want = BertModel.from_pretrained(tiny.finetunes["alpha"], local_files_only=True).eval()(input_ids=ids).last_hidden_state
     assert torch.equal(got, want)
+
+
+def test_base_buffers_the_finetune_lacks_stay_absent(registry: Registry, tmp_path: Path) -> None:
+    """transformers often does not save ``position_ids``; the rebuild must not invent it."""
+    base = {"w": torch.randn(4, 4), "embeddings.position_ids": torch.arange(8).unsqueeze(0)}
+    save_file(base, tmp_path / "base.safetensors")
+    ft = {"w": base["w"] * 1.01}
+    save_file(ft, tmp_path / "ft.safetensors")
+    registry.add_base("b", tmp_path / "base.safetensors")
+    info = registry.push("v", tmp_path / "ft.safetensors", base="b")
+    assert info.num_tensors == 1
+    registry.pull_checkpoint("v", tmp_path / "out")
+    assert_bit_equal(load_file(tmp_path / "out" / "model.safetensors"), ft)
+    registry.pull("v", tmp_path / "tau.safetensors")
+    assert list(load_file(tmp_path / "tau.safetensors")) == ["w"]

@@ -17,7 +17,9 @@ from tvstore.components import ADD, FIX, EncodedComponent
 from tvstore.errors import InvalidCheckpointError
 from tvstore.metrics import ErrorStats
 
-DELTA, EXTRA = "delta", "extra"
+# roles of a vector's tensors: a delta against the base, a tensor of its own, or a
+# base buffer the fine-tune did not have (no data; a rebuild leaves it out)
+DELTA, EXTRA, ABSENT = "delta", "extra", "absent"
 _LOSSLESS = Lossless()
 
 

@@ -46,7 +46,7 @@ def side_files(base: BaseModel, blobs: BlobStore) -> Iterator[tuple[str, bytes]]
 def checkpoint_tensors(base: BaseSource, vector: VectorSource) -> tuple[list[TensorInfo], list[str]]:
     """Output order: the base's tensors, then the vector's extras."""
     extras = [n for n in vector.names() if vector.is_extra(n)]
-    infos = base.infos() + [vector.info(n) for n in extras]
+    infos = [i for i in base.infos() if i.name not in vector.absent] + [vector.info(n) for n in extras]
     return infos, extras
 
 

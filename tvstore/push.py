@@ -22,7 +22,7 @@ from tvstore.blobs import BlobStore
 from tvstore.checkpoint import Checkpoint, open_checkpoint
 from tvstore.checkpoint.digest import manifest_digest, tensor_digest
 from tvstore.codecs.plan import CodecPlan
-from tvstore.encode import EncodedTensor, encode_delta, encode_extra
+from tvstore.encode import ABSENT, EncodedTensor, encode_delta, encode_extra
 from tvstore.errors import InvalidCheckpointError, UsageError
 from tvstore.metrics import ErrorStats
 from tvstore.parallel import ordered_map
@@ -111,7 +111,8 @@ def _check_against_base(ckpt: Checkpoint, base: BaseSource, allow_extra: bool) -
                 f"{ckpt.path}: tensor {info.name!r} is {info.dtype}, base {base.base.name!r} stores it as {want.dtype}; "
                 "convert the checkpoint to the base's dtype first"
             )
-    missing = [n for n in base.names() if n not in ckpt]
+    # non-float buffers (position_ids) may be absent: transformers often does not save them
+    missing = [n for n in base.names() if n not in ckpt and base.info(n).dtype.is_floating_point]
     if missing:
         instead = f"; it has {len(extras)} tensor(s) the base lacks, e.g. {extras[0]!r}" if extras else ""
         raise InvalidCheckpointError(f"{ckpt.path}: tensor {missing[0]!r} of base {base.base.name!r} is missing{instead}")
@@ -123,10 +124,22 @@ def _check_against_base(ckpt: Checkpoint, base: BaseSource, allow_extra: bool) -
     return extras
 
 
+def _non_float_present(ckpt: Checkpoint, base: BaseSource) -> list[str]:
+    return [n for n in base.names() if not base.info(n).dtype.is_floating_point and n in ckpt]
+
+
+def _absent(ckpt: Checkpoint, base: BaseSource) -> list[StoredTensor]:
+    """Base buffers the fine-tune does not have, recorded so a rebuild leaves them out too."""
+    return [
+        StoredTensor(n, ABSENT, base.info(n).dtype, base.info(n).shape, {}, 0, 0, ErrorStats(), [])
+        for n in base.names()
+        if n not in ckpt
+    ]
+
+
 def _check_non_float(ckpt: Checkpoint, base: BaseSource) -> None:
-    for name in base.names():
-        info = base.info(name)
-        if not info.dtype.is_floating_point and not torch.equal(ckpt.get(name), base.get(name)):
+    for name in _non_float_present(ckpt, base):
+        if not torch.equal(ckpt.get(name), base.get(name)):
             raise InvalidCheckpointError(
                 f"{ckpt.path}: non-float tensor {name!r} differs from base {base.base.name!r}; "
                 "only float tensors can carry a task vector"
@@ -134,7 +147,7 @@ def _check_non_float(ckpt: Checkpoint, base: BaseSource) -> None:
 
 
 def _non_float_digests(ckpt: Checkpoint, base: BaseSource) -> list[tuple[str, str]]:
-    return [(n, tensor_digest(ckpt.get(n))) for n in base.names() if not base.info(n).dtype.is_floating_point]
+    return [(n, tensor_digest(ckpt.get(n))) for n in _non_float_present(ckpt, base)]
 
 
 def _float_names(base: BaseSource) -> list[str]:
@@ -167,6 +180,7 @@ def push_finetune(
             return store_tensor(enc, blobs), tensor_digest(target)
 
         _run(work, _float_names(base) + extras, pending, digests, progress, f"pushing {name}")
+        pending.tensors += _absent(ft, base)
         pending.source_digest = manifest_digest(digests + _non_float_digests(ft, base))
         return pending
 

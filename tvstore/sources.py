@@ -16,7 +16,7 @@ from tvstore.checkpoint.reader import TensorInfo
 from tvstore.codecs import get_codec
 from tvstore.components import Component, delta, rebuild
 from tvstore.db.models import BaseModel, BaseTensor, ComponentRow, TaskVector, VectorTensor
-from tvstore.encode import EXTRA
+from tvstore.encode import ABSENT, EXTRA
 from tvstore.errors import CorruptBlobError, NotFoundError
 
 
@@ -77,7 +77,8 @@ class VectorSource(Mapping[str, torch.Tensor]):
     def __init__(self, vector: TaskVector, blobs: BlobStore) -> None:
         self.vector = vector
         self.blobs = blobs
-        self._rows = {t.name: t for t in vector.tensors}
+        self._rows = {t.name: t for t in vector.tensors if t.role != ABSENT}
+        self.absent = [t.name for t in vector.tensors if t.role == ABSENT]
 
     @property
     def label(self) -> str:
