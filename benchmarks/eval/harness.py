@@ -7,7 +7,7 @@ Steps: fine-tune each task (cached), push every fine-tune into a fresh
 registry under every codec setting, rebuild and score each (individual
 table), merge the vectors from fp32 and from each codec family's smallest
 setting (merge table), plot accuracy against footprint, write
-``results.json`` and ``accuracy_vs_bytes.png``.
+``eval_results.json``, ``eval_accuracy_vs_bytes.png`` and ``eval_tables.md``.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def summary(individual: list[Row], merges: list[Row]) -> dict[str, Any]:
 
 def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, finetune_cache: Path,
         base_dir: Path | None = None) -> dict[str, Any]:
-    """The whole harness; returns what it writes to ``out_dir/results.json``."""
+    """The whole harness; returns what it writes to ``out_dir/eval_results.json``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     ctx = prepare(settings, work_dir, finetune_cache, base_dir)
     try:
@@ -307,13 +307,13 @@ def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, finetune_cache
 
 
 def write_outputs(results: dict[str, Any], out_dir: Path, settings: HarnessSettings) -> None:
-    """results.json, accuracy_vs_bytes.png, tables.md."""
+    """eval_results.json, eval_accuracy_vs_bytes.png, eval_tables.md (prefixed: other benchmarks share the folder)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out_dir / "eval_results.json").write_text(json.dumps(results, indent=2, default=str))
     fp32_avg = _mean(v["test"] for v in results["fp32"].values())
     title = f"Rebuilt fine-tunes ({', '.join(results['tasks'])}): accuracy vs footprint"
-    plot_accuracy_vs_bytes(results["individual"], fp32_avg, out_dir / "accuracy_vs_bytes.png", title)
-    (out_dir / "tables.md").write_text(render(results) + "\n")
+    plot_accuracy_vs_bytes(results["individual"], fp32_avg, out_dir / "eval_accuracy_vs_bytes.png", title)
+    (out_dir / "eval_tables.md").write_text(render(results) + "\n")
 
 
 def render(results: dict[str, Any]) -> str:
