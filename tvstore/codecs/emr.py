@@ -44,7 +44,10 @@ def emr_parts(taus: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Te
     for t, m in zip(x, masks, strict=True):
         peak = torch.maximum(peak, torch.where(m, t.abs(), 0.0))
     uni = gamma * peak
-    sums = [(float(t.abs().to(torch.float64).sum()), float(torch.where(m, uni.abs(), 0.0).to(torch.float64).sum())) for t, m in zip(x, masks, strict=True)]
+    sums = [
+        (float(t.abs().to(torch.float64).sum()), float(torch.where(m, uni.abs(), 0.0).to(torch.float64).sum()))
+        for t, m in zip(x, masks, strict=True)
+    ]
     return uni, masks, sums
 
 

@@ -41,7 +41,8 @@ def multitask_vector(taus: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def tall_masks(taus: Sequence[torch.Tensor], mtl: torch.Tensor, lambdas: Sequence[float]) -> list[torch.Tensor]:
     """m_t = |tau_t| > lambda_t * |tau_MTL - tau_t| (float32 arithmetic)."""
-    return [tau.to(torch.float32).abs() > lam * (mtl - tau.to(torch.float32)).abs() for tau, lam in zip(taus, lambdas, strict=True)]
+    wide = [tau.to(torch.float32) for tau in taus]
+    return [t.abs() > lam * (mtl - t).abs() for t, lam in zip(wide, lambdas, strict=True)]
 
 
 def tall_pack(

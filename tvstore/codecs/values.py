@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import struct
 
-import numpy as np
 import torch
 
 from tvstore.codecs import planes
@@ -65,7 +64,3 @@ def round_like_storage(values: torch.Tensor, dtype_name: str, out_dtype: torch.d
     """What :func:`decode_values` will return for ``values`` (the exactness reference for tests)."""
     sections = encode_values(values, dtype_name)
     return decode_values(sections, out_dtype)[0]
-
-
-def as_numpy_f64(values: torch.Tensor) -> np.ndarray:
-    return values.detach().to(torch.float64).reshape(-1).numpy()
