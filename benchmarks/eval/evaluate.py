@@ -17,7 +17,7 @@ from torch import nn
 from transformers import BertModel, PreTrainedTokenizerBase
 
 from benchmarks.eval.data import Example, Task
-from benchmarks.eval.model import Classifier, load_encoder, load_head, load_tokenizer
+from benchmarks.eval.model import classify, load_encoder, load_head, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,10 @@ class SplitCache:
 @torch.no_grad()
 def accuracy(encoder: BertModel, head: nn.Linear, batches: list[Batch]) -> float:
     """Fraction of examples whose argmax logit is the label."""
-    model = Classifier.__new__(Classifier)
-    nn.Module.__init__(model)
-    model.encoder, model.classifier = encoder.eval(), head.eval()
+    encoder.eval(), head.eval()
     correct = total = 0
     for batch in batches:
-        logits = model(batch.input_ids, batch.attention_mask)
+        logits = classify(encoder, head, batch.input_ids, batch.attention_mask)
         correct += int((logits.argmax(-1) == batch.labels).sum())
         total += len(batch.labels)
     return correct / max(1, total)

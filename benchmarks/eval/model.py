@@ -28,8 +28,20 @@ HEAD_NAMES = (HEAD_WEIGHT, HEAD_BIAS)
 WEIGHTS_FILE = "model.safetensors"
 
 
+def classify(encoder: BertModel, head: nn.Linear, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Logits: encoder, mean pooling over real (unpadded) tokens, linear head.
+
+    A free function so that any encoder (fine-tuned, rebuilt, merged) can be
+    paired with any task's head without building a new module.
+    """
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return head(pooled)
+
+
 class Classifier(nn.Module):
-    """BERT encoder, mean pooling over real tokens, one linear layer."""
+    """BERT encoder plus a linear head on mean-pooled token embeddings (what fine-tuning trains)."""
 
     def __init__(self, encoder: BertModel, num_labels: int) -> None:
         super().__init__()
@@ -37,10 +49,7 @@ class Classifier(nn.Module):
         self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return self.classifier(pooled)
+        return classify(self.encoder, self.classifier, input_ids, attention_mask)
 
 
 def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
