@@ -2,7 +2,14 @@
 
 Versions are allocated inside the transaction; if another client took the
 same version first, the unique constraint rejects ours and we retry with the
-next number, so concurrent pushes of one name get consecutive versions.
+next number, so concurrent pushes of one name get consecutive versions. Only
+that conflict (and PostgreSQL's transient deadlock/serialization aborts) is
+retried; any other integrity error is a bug or bad data and surfaces.
+
+The transaction first *claims* the blob rows of every blob the vector uses
+(see :mod:`tvstore.blob_claims`) and then checks that the blobs are still in
+the store. gc sweeps each blob under the same claim, so either gc saw this
+vector's references, or this push sees the blob gone and commits nothing.
 """
 
 from __future__ import annotations
@@ -10,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from tvstore.blob_claims import claim_blobs, check_blobs_present
+from tvstore.blobs import BlobStore
 from tvstore.checkpoint.dtypes import dtype_name
 from tvstore.db.models import BaseModel, ComponentRow, LineageEdge, Mask, TaskVector, VectorTensor
-from tvstore.db.queries import latest_version, record_blobs
+from tvstore.db.queries import latest_version
 from tvstore.push import PendingVector, StoredTensor
 
 FINETUNED_FROM = "finetuned-from"
@@ -25,6 +34,10 @@ MERGED_FROM = "merged-from"
 RELATIONS = (FINETUNED_FROM, DIFFERENCE_OF, COMPRESSED_FROM, MERGED_FROM)
 
 MAX_ATTEMPTS = 50
+#: the unique constraint on (name, version), as PostgreSQL and SQLite name it in their errors
+VERSION_CONFLICT_MARKERS = ("uq_task_vectors_name", "task_vectors.name, task_vectors.version")
+#: PostgreSQL SQLSTATEs that abort a transaction only because another one ran beside it
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 
 # (session, new vector) -> lineage edges; lets callers describe their own parents
 EdgeFactory = Callable[[Session, TaskVector], list[LineageEdge]]
@@ -44,6 +57,16 @@ def _tensor_row(position: int, t: StoredTensor, mask_label: str) -> VectorTensor
         codec=t.codec, raw_bytes=t.raw_bytes, stored_bytes=t.stored_bytes,
         rel_l2=t.stats.rel_l2, cosine=t.stats.cosine, components=comps,
     )
+
+
+def is_version_conflict(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is another client taking our version number first (and nothing else)."""
+    return any(marker in str(exc.orig) for marker in VERSION_CONFLICT_MARKERS)
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """A PostgreSQL deadlock or serialization abort: retrying the whole transaction is the fix."""
+    return getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 def _blob_sizes(pending: PendingVector) -> list[tuple[str, int]]:
@@ -84,36 +107,56 @@ def commit_vector(
     meta: dict,
     edges: EdgeFactory,
     recipe: dict | None = None,
+    blobs: BlobStore | None = None,
 ) -> TaskVector:
-    """Insert the vector, its tensors, components, masks, blobs and lineage in one transaction."""
-    stats = pending.stats
+    """Insert the vector, its tensors, components, masks, blobs and lineage in one transaction.
+
+    With ``blobs`` given, the claimed blobs are checked to be in the store
+    before the commit (a ``BlobVanishedError`` otherwise, nothing committed).
+    """
+    sizes = _blob_sizes(pending)
     for attempt in range(MAX_ATTEMPTS):
+        last = attempt == MAX_ATTEMPTS - 1
         session = session_factory()
         try:
             with session.begin():
-                record_blobs(session, _blob_sizes(pending))
-                version = (latest_version(session, pending.name) or 0) + 1
-                label = f"{pending.name}@{version}"
-                vector = TaskVector(
-                    name=pending.name, version=version, base_id=base.id, kind=pending.kind,
-                    codec=pending.plan.get_config(),
-                    raw_bytes=sum(t.raw_bytes for t in pending.tensors),
-                    stored_bytes=sum(t.stored_bytes for t in pending.tensors),
-                    num_params=sum(t.raw_bytes // t.dtype.itemsize for t in pending.tensors),
-                    num_tensors=len(pending.tensors),
-                    rel_l2=stats.rel_l2, cosine=stats.cosine, meta=meta, recipe=recipe,
-                    source_digest=pending.source_digest,
-                    tensors=[_tensor_row(i, t, label) for i, t in enumerate(pending.tensors)],
-                )
-                session.add(vector)
-                session.flush()
-                for edge in edges(session, vector):
-                    edge.child_id = vector.id
-                    session.add(edge)
-            return vector
-        except IntegrityError:
-            if attempt == MAX_ATTEMPTS - 1:
+                claim_blobs(session, sizes)
+                if blobs is not None:
+                    check_blobs_present(blobs, [d for d, _ in sizes])
+                return _insert_vector(session, pending, base, meta, edges, recipe)
+        except IntegrityError as exc:
+            if last or not is_version_conflict(exc):
+                raise
+        except DBAPIError as exc:
+            if last or not is_transient(exc):
                 raise
         finally:
             session.close()
     raise AssertionError("unreachable")
+
+
+def _insert_vector(
+    session: Session, pending: PendingVector, base: BaseModel, meta: dict, edges: EdgeFactory, recipe: dict | None
+) -> TaskVector:
+    """The rows of one vector, at the next free version of its name (inside the caller's transaction)."""
+    stats = pending.stats
+    version = (latest_version(session, pending.name) or 0) + 1
+    label = f"{pending.name}@{version}"
+    vector = TaskVector(
+        name=pending.name, version=version, base_id=base.id, kind=pending.kind,
+        codec=pending.plan.get_config(),
+        raw_bytes=sum(t.raw_bytes for t in pending.tensors),
+        stored_bytes=sum(t.stored_bytes for t in pending.tensors),
+        num_params=sum(t.raw_bytes // t.dtype.itemsize for t in pending.tensors),
+        num_tensors=sum(t.role != "absent" for t in pending.tensors),
+        rel_l2=stats.rel_l2, cosine=stats.cosine, meta=meta, recipe=recipe,
+        source_digest=pending.source_digest,
+        tensors=[_tensor_row(i, t, label) for i, t in enumerate(pending.tensors)],
+    )
+    session.add(vector)
+    session.flush()
+    for edge in edges(session, vector):
+        edge.child_id = vector.id
+        session.add(edge)
+    session.flush()
+    return vector

@@ -42,3 +42,11 @@ def blob_owners(session: Session) -> dict[str, list[str]]:
         if mask_digest:
             owners[mask_digest].append(f"vector {name}@{version}, tensor {tensor!r} (mask of component {pos})")
     return dict(owners)
+
+
+def referenced_among(session: Session, digests: list[str]) -> set[str]:
+    """Which of ``digests`` something refers to now (gc's re-mark for one chunk, under its claim)."""
+    used: set[str] = set()
+    for column in (BaseTensor.blob_digest, BaseFile.blob_digest, ComponentRow.blob_digest, Mask.blob_digest):
+        used.update(session.scalars(select(column).where(column.in_(digests)).distinct()))
+    return used

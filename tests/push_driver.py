@@ -1,0 +1,197 @@
+"""Many pushing processes for the concurrency and crash tests, cheaply.
+
+Starting a Python process that imports torch costs about two seconds, so this
+driver pays it once: it imports tvstore, then ``fork``s one child per push
+(or gc loop). Children are real processes with their own database
+connections and S3 clients; they open the registry, wait at a shared start
+line (a pipe the driver closes), and run. In ``crash`` mode the driver then
+kills each pusher with SIGKILL, after a delay or at a deterministic point.
+
+Run as ``python push_driver.py SPEC.json``; prints one JSON report on stdout.
+
+SPEC fields: ``database_url``, ``blob_url``, ``workdir`` and
+- ``pushers``: ``[{"name", "path", "base", "meta"}, ...]`` lists, one list per
+  process (each process pushes its list in order);
+- ``gc``: optional ``{"processes": n, "grace": seconds}``: gc loops that run
+  until every pusher has exited;
+- ``kills``: optional, one per pusher process: ``{"delay": seconds}`` (SIGKILL
+  that long after the start line) or ``{"at": point}``, a deterministic point
+  where the child kills itself (see ``HOOKS``).
+
+Deterministic points (test-only monkeypatches inside the child, no product hook):
+``put:K`` before the K-th blob put, ``rename:K`` with the K-th local blob
+written to its temporary file but not yet renamed, ``claimed`` inside the
+commit transaction after the blob rows are locked, ``flushed`` after the
+vector rows are flushed and before COMMIT, ``commit`` at the DBAPI commit
+call, ``committed`` just after the commit returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import tvstore.record as record
+import tvstore.registry as registry_module
+from tvstore import Registry
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _after(fn, then):  # noqa: ANN001, ANN202 - wraps any callable
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        then()
+        return result
+
+    return wrapped
+
+
+def _on_nth(n: int, then):  # noqa: ANN001, ANN202
+    count = {"calls": 0}
+
+    def check() -> None:
+        count["calls"] += 1
+        if count["calls"] == n:
+            then()
+
+    return check
+
+
+def install_hook(reg: Registry, point: str) -> None:
+    """Make this (child) process SIGKILL itself at ``point``."""
+    kind, _, arg = point.partition(":")
+    if kind == "put":
+        put, check = reg.blobs.put, _on_nth(int(arg), _die)
+        reg.blobs.put = lambda data: (check(), put(data))[1]  # type: ignore[method-assign]
+    elif kind == "rename":
+        replace, check = os.replace, _on_nth(int(arg), _die)
+
+        def renaming(src: Any, dst: Any) -> None:
+            if str(src).endswith(".tmp"):  # a local blob's temporary file, written and fsynced
+                check()
+            replace(src, dst)
+
+        os.replace = renaming  # type: ignore[assignment]
+    elif kind == "claimed":
+        record.claim_blobs = _after(record.claim_blobs, _die)
+    elif kind == "flushed":
+        record._insert_vector = _after(record._insert_vector, _die)
+    elif kind == "commit":
+        from sqlalchemy import event
+
+        event.listen(reg.engine, "commit", lambda conn: _die())
+    elif kind == "committed":
+        registry_module.commit_vector = _after(registry_module.commit_vector, _die)
+    else:
+        raise ValueError(f"unknown kill point {point!r}")
+
+
+def push_all(spec: dict, index: int, go: int, kill: dict | None) -> None:
+    """Body of one pushing child: open, wait at the start line, push, record results."""
+    torch.set_num_threads(1)
+    out = Path(spec["workdir"]) / f"pusher-{index}.json"
+    results = []
+    with Registry.open(database_url=spec["database_url"], blob_url=spec["blob_url"]) as reg:
+        reg.check_schema()  # connect and load the migration scripts before the start line
+        if kill and "at" in kill:
+            install_hook(reg, kill["at"])
+        os.read(go, 1)
+        for job in spec["pushers"][index]:
+            try:
+                info = reg.push(job["name"], job["path"], base=job["base"], meta=job.get("meta", {}))
+                results.append({"name": info.name, "version": info.version, "meta": info.meta})
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                results.append({"name": job["name"], "error": f"{type(exc).__name__}: {exc}",
+                                "trace": traceback.format_exc()})
+            out.write_text(json.dumps(results))
+
+
+def gc_loop(spec: dict, index: int, go: int, stop: Path) -> None:
+    """Body of a gc child: collect garbage again and again until the pushers are done."""
+    out = Path(spec["workdir"]) / f"gc-{index}.json"
+    runs, swept, errors = 0, [], []
+    with Registry.open(database_url=spec["database_url"], blob_url=spec["blob_url"]) as reg:
+        reg.check_schema()
+        os.read(go, 1)
+        while not stop.exists():
+            try:
+                swept += reg.gc(grace_seconds=spec["gc"]["grace"]).swept
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                errors.append(f"{type(exc).__name__}: {exc}")
+            runs += 1
+    out.write_text(json.dumps({"runs": runs, "swept": swept, "errors": errors}))
+
+
+#: a child never outlives a hung test by more than this
+CHILD_ALARM_S = 180
+
+
+def fork(body, close: int, *args: Any) -> int:  # noqa: ANN001
+    """Run ``body(*args)`` in a child process; ``close`` is the start line's write end (the driver's alone)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(close)
+            signal.alarm(CHILD_ALARM_S)
+            body(*args)
+        except BaseException:  # noqa: BLE001 - the child must never return into the driver
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+def status(raw: int) -> dict:
+    if os.WIFSIGNALED(raw):
+        return {"signal": os.WTERMSIG(raw)}
+    return {"exit": os.WEXITSTATUS(raw)}
+
+
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    workdir = Path(spec["workdir"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    stop = workdir / "stop"
+    stop.unlink(missing_ok=True)
+    kills = spec.get("kills") or [None] * len(spec["pushers"])
+    go_read, go_write = os.pipe()
+    pushers = [fork(push_all, go_write, spec, i, go_read, kills[i]) for i in range(len(spec["pushers"]))]
+    gcs = [fork(gc_loop, go_write, spec, i, go_read, stop) for i in range(spec.get("gc", {}).get("processes", 0))]
+    time.sleep(spec.get("settle", 0.5))  # let every child reach the start line
+    started = time.monotonic()
+    os.close(go_write)
+    report = {"pushers": [None] * len(pushers), "gc": []}
+    timers = sorted((k["delay"], i) for i, k in enumerate(kills) if k and "delay" in k)
+    for delay, i in timers:
+        time.sleep(max(0.0, started + delay - time.monotonic()))
+        try:
+            os.kill(pushers[i], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for i, pid in enumerate(pushers):
+        _, raw = os.waitpid(pid, 0)
+        report["pushers"][i] = {**status(raw), "elapsed": time.monotonic() - started}
+    stop.touch()
+    for pid in gcs:
+        _, raw = os.waitpid(pid, 0)
+        report["gc"].append(status(raw))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
