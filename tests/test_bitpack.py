@@ -116,3 +116,22 @@ def test_all_zero_and_all_one_masks_are_tiny() -> None:
         mask = torch.full((1000, 1000), fill)
         assert len(encode_mask(mask)) < 64
         assert torch.equal(decode_mask(encode_mask(mask), (1000, 1000)), mask)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=300))
+def test_scatter_by_bitmap_matches_naive_placement(flags: list[bool]) -> None:
+    bitmap = np.array(flags, dtype=np.uint8)
+    values = np.arange(1, int(bitmap.sum()) + 1, dtype=np.int32) * 7
+    expected, it = [], iter(values.tolist())
+    for f in flags:
+        expected.append(next(it) if f else 0)
+    assert bitpack.scatter_by_bitmap(bitmap, values).tolist() == expected
+
+
+def test_decode_bitmap_only_for_bitmap_coded_supports() -> None:
+    n = 4096
+    dense = np.flatnonzero(np.random.default_rng(1).random(n) < 0.5)
+    flags = bitpack.decode_bitmap(bitpack.encode_indices(dense, n), n)
+    assert flags is not None and np.array_equal(np.flatnonzero(flags), dense)
+    assert bitpack.decode_bitmap(bitpack.encode_indices(np.array([5, 900]), n), n) is None

@@ -195,6 +195,34 @@ def decode_indices(data: bytes, n: int) -> np.ndarray:
     return pos
 
 
+def decode_bitmap(data: bytes, n: int) -> np.ndarray | None:
+    """The support as n uint8 flags (0/1) when it was coded as a bitmap, else None.
+
+    Dense supports are cheaper to apply as a bitmap than as positions (see
+    :func:`scatter_by_bitmap`); sparse ones are cheaper as positions.
+    """
+    mode, k, _, body = _decode_header(data, n)
+    if mode != BITMAP or k == 0:
+        return None
+    return np.unpackbits(np.frombuffer(_zd(body), dtype=np.uint8), count=n, bitorder="big")
+
+
+def scatter_by_bitmap(bitmap: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Place ``values`` (in order) at the set flags of ``bitmap``, zeros elsewhere, without scattering.
+
+    ``rank = cumsum(bitmap) * bitmap`` is each kept entry's 1-based rank and 0
+    elsewhere, so one gather from ``[0, *values]`` fills the whole output:
+    sequential, branch-free, several times faster than a scatter through a
+    dense random support.
+    """
+    rank = np.cumsum(bitmap, dtype=np.int64 if bitmap.size >= 1 << 31 else np.int32)
+    rank *= bitmap
+    padded = np.empty(values.size + 1, dtype=values.dtype)
+    padded[0] = 0
+    padded[1:] = values
+    return np.take(padded, rank)
+
+
 def indices_count(data: bytes) -> int:
     """How many positions a coded support holds, without decoding it."""
     return _IDX_HEADER.unpack_from(data)[2]

@@ -37,6 +37,7 @@ from tvstore.codecs.values import check_value_dtype, decode_values, encode_value
 
 _VERSION = 1
 _HEADER = struct.Struct("<Q")  # n
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def keep_count(density: float, n: int) -> int:
@@ -86,8 +87,13 @@ def decode_sparse(data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor
     expected = int(np.prod(shape)) if shape else 1
     if n != expected:
         raise ValueError(f"sparse payload holds {n} entries, shape {shape} needs {expected}")
-    positions = torch.from_numpy(bitpack.decode_indices(sections[0], n))
     vals, _ = decode_values(sections[1:], dtype)
+    bitmap = bitpack.decode_bitmap(sections[0], n)
+    if bitmap is not None:  # dense support: gather, don't scatter (on the raw bits: numpy has no bf16)
+        bits = _BITS[vals.element_size()]
+        placed = bitpack.scatter_by_bitmap(bitmap, vals.contiguous().view(bits).numpy())
+        return torch.from_numpy(placed).view(dtype).reshape(shape)
+    positions = torch.from_numpy(bitpack.decode_indices(sections[0], n))
     out = buffers.zeros(n, dtype)
     out[positions] = vals
     return out.reshape(shape)
