@@ -9,6 +9,7 @@ import typer
 
 from tvstore.errors import TvstoreError
 from tvstore.cli import bases, maintenance, vectors
+from tvstore.cli.merge import merge
 from tvstore.cli.context import State
 from tvstore.cli.output import err
 
@@ -35,6 +36,7 @@ def configure(
 app.add_typer(bases.app, name="base", help="Register and inspect base models.")
 app.add_typer(maintenance.db_app, name="db", help="Database schema: upgrade, current revision.")
 vectors.register(app)
+app.command("merge")(merge)
 maintenance.register(app)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import typer
@@ -22,9 +21,9 @@ class State:
     def registry(self) -> Registry:
         """Opened on first use, so ``--help`` never touches a database."""
         if self._registry is None:
-            if self.s3_endpoint:
-                os.environ["AWS_ENDPOINT_URL"] = self.s3_endpoint  # boto3 reads it
-            self._registry = Registry.open(self.home, self.database_url, self.blob_url, progress=rich_progress)
+            self._registry = Registry.open(
+                self.home, self.database_url, self.blob_url, progress=rich_progress, s3_endpoint=self.s3_endpoint
+            )
         return self._registry
 
 

@@ -11,11 +11,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tvstore.bases import add_base
 from tvstore.blobs import BlobStore, open_blob_store
+from tvstore.blobs.cache import without_cache
 from tvstore.checkpoint.writer import DEFAULT_SHARD_BYTES
 from tvstore.codecs.plan import CodecPlan
 from tvstore.config import Location
@@ -29,22 +31,44 @@ from tvstore.info import BaseInfo, TensorSummary, VectorInfo
 from tvstore.lineage import LineageNode, ancestors, descendants, label
 from tvstore.progress import Progress, no_progress
 from tvstore.pull import pull_checkpoint, pull_vector
+from tvstore.merge import LazyMerged, Merger, Recipe, load_recipe
+from tvstore.merged import RecipeSource, bind, encode_merge, merge_edges, open_recipe_vector, pinned, write_merge
+from tvstore.pull import side_files
 from tvstore.push import PendingVector, push_difference, push_finetune
-from tvstore.record import commit_vector, source_edges
+from tvstore.record import MERGED_FROM, commit_vector, source_edges
 from tvstore.refs import LATEST, check_name, parse_ref
 from tvstore.sources import BaseSource, VectorSource
 from tvstore.verify import VerifyReport, verify_registry
 
 PathLike = str | os.PathLike[str]
+RecipeLike = str | os.PathLike[str] | dict[str, Any] | Recipe
+
+
+def _recipe(recipe: RecipeLike) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def _refuse_recipe_inputs(session: Session, ids: list[int]) -> None:
+    """A merge stored as a recipe needs its inputs on every read; removing one would break it."""
+    edges = session.scalars(
+        select(LineageEdge).where(LineageEdge.parent_vector_id.in_(ids), LineageEdge.relation == MERGED_FROM)
+    )
+    for edge in edges:
+        child = edge.child
+        if child.num_tensors == 0 and child.recipe is not None and child.id not in ids:
+            raise TvstoreError(
+                f"{label(edge.parent_vector)} is an input of {label(child)}, a merge stored as its recipe; "
+                f"remove {label(child)} first, or save the merge again with --codec"
+            )
 
 
 class Registry:
     """A task vector registry. Open with :meth:`open`; use as a context manager to close it."""
 
-    def __init__(self, location: Location, progress: Progress = no_progress) -> None:
+    def __init__(self, location: Location, progress: Progress = no_progress, s3_endpoint: str | None = None) -> None:
         self.location = location
         self.engine = make_engine(location.database_url)
-        self.blobs: BlobStore = open_blob_store(location.blob_url)
+        self.blobs: BlobStore = open_blob_store(location.blob_url, s3_endpoint=s3_endpoint)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.progress = progress
 
@@ -55,9 +79,14 @@ class Registry:
         database_url: str | None = None,
         blob_url: str | None = None,
         progress: Progress = no_progress,
+        s3_endpoint: str | None = None,
     ) -> Registry:
-        """Open a registry: ``TVSTORE_HOME`` by default, or explicit database/blob URLs."""
-        return cls(Location.resolve(home, database_url, blob_url), progress)
+        """Open a registry: ``TVSTORE_HOME`` by default, or explicit database/blob URLs.
+
+        ``s3_endpoint`` points an ``s3://`` blob URL at MinIO, Ceph, R2, ...
+        (default: ``AWS_ENDPOINT_URL``, else AWS).
+        """
+        return cls(Location.resolve(home, database_url, blob_url), progress, s3_endpoint)
 
     def __enter__(self) -> Registry:
         return self
@@ -219,11 +248,58 @@ class Registry:
             vector = get_vector(session, ref)
             return label(vector), ancestors(session, vector), descendants(session, vector)
 
-    def delta_tensors(self, ref: str) -> VectorSource:
+    def delta_tensors(self, ref: str) -> VectorSource | RecipeSource:
         """A lazy mapping ``name -> tau`` (extra tensors map to their values)."""
         self.check_schema()
         with self.session() as session:
-            return VectorSource(get_full_vector(session, ref), self.blobs)
+            vector = get_full_vector(session, ref)
+            if vector.kind == "merge" and vector.recipe is not None and vector.num_tensors == 0:
+                return open_recipe_vector(session, self.blobs, vector, self._stored_vector)
+            return VectorSource(vector, self.blobs)
+
+    def _stored_vector(self, ref: str) -> VectorSource:
+        with self.session() as session:
+            vector = get_full_vector(session, ref)
+            if vector.num_tensors == 0 and vector.recipe is not None:
+                raise UsageError(f"{label(vector)} is itself a recipe; merge its inputs directly or save it with --codec")
+            return VectorSource(vector, self.blobs)
+
+    # ---- merges -------------------------------------------------------------------------
+
+    def merger(self, recipe: RecipeLike, dtype: torch.dtype | None = None) -> Merger:
+        """Bind a recipe (YAML text, file, dict or ``Recipe``) to this registry's vectors."""
+        self.check_schema()
+        with self.session() as session:
+            return bind(session, self.blobs, _recipe(recipe), self._stored_vector, dtype)[0]
+
+    def merge(self, recipe: RecipeLike, dtype: torch.dtype | None = None) -> LazyMerged:
+        """A lazy ``Mapping[name, tensor]`` of the merged model; each access computes one tensor."""
+        return LazyMerged(self.merger(recipe, dtype))
+
+    def merge_to_dir(
+        self, recipe: RecipeLike, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES, dtype: torch.dtype | None = None
+    ) -> Path:
+        """Write the merged model as a Hugging Face directory (base side files copied)."""
+        merger = self.merger(recipe, dtype)
+        with self.session() as session:
+            base = get_full_base(session, get_base(session, merger.recipe.recipe.base.name).id)
+        return write_merge(merger, Path(out), side_files(base, self.blobs), max_shard_bytes, self.progress)
+
+    def save_merge(self, name: str, recipe: RecipeLike, codec: str | None = None, codec_rules: tuple[str, ...] = ()) -> VectorInfo:
+        """Register a merge as a task vector: its recipe (rebuilt on read), or with ``codec`` its encoded deltas."""
+        check_name(name, "task vector name")
+        parsed = _recipe(recipe)
+        self.check_schema()
+        with self.session() as session:
+            merger, vectors = bind(session, self.blobs, parsed, self._stored_vector)
+            base_row = get_full_base(session, vectors[0].base_id)
+        if codec is None:
+            pending = PendingVector(name, base_row.name, "merge", CodecPlan())
+        else:
+            plan = CodecPlan.parse(codec, codec_rules)
+            pending = encode_merge(name, merger, BaseSource(base_row, self.blobs), self.blobs, plan, self.progress)
+        vector = commit_vector(self.session, pending, base_row, {}, merge_edges(parsed, vectors), recipe=pinned(parsed, vectors))
+        return self.show(f"{vector.name}@{vector.version}")
 
     # ---- pull ---------------------------------------------------------------------------
 
@@ -281,6 +357,7 @@ class Registry:
                 vectors = [get_vector(session, parsed)]
             removed = [label(v) for v in vectors]
             ids = [v.id for v in vectors]
+            _refuse_recipe_inputs(session, ids)
             for edge in session.scalars(select(LineageEdge).where(LineageEdge.parent_vector_id.in_(ids))):
                 edge.parent_note = f"{edge.parent_note} (removed {label(edge.parent_vector)})".strip()
                 edge.parent_vector_id = None
@@ -300,6 +377,7 @@ class Registry:
             return collect_garbage(session, self.blobs, grace_seconds, dry_run, self.progress)
 
     def verify(self) -> VerifyReport:
+        """Check every referenced blob in the store itself (a local cache would hide bucket rot)."""
         self.check_schema()
         with self.session() as session:
-            return verify_registry(self.engine, session, self.blobs, self.progress)
+            return verify_registry(self.engine, session, without_cache(self.blobs), self.progress)

@@ -1,0 +1,167 @@
+"""Merges in the registry: bind a recipe to stored vectors, write it, or save it as a vector.
+
+A merge saved without a codec is stored as its recipe alone (references
+pinned to exact versions) and rebuilt on every read; with a codec, its
+deltas are computed once and stored like any pushed vector. Either way its
+lineage is merged-from every input, with the input's weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session
+
+from tvstore.blobs import BlobStore
+from tvstore.checkpoint import TensorInfo
+from tvstore.codecs.plan import CodecPlan
+from tvstore.db.models import LineageEdge, TaskVector
+from tvstore.db.queries import get_full_base, get_full_vector
+from tvstore.encode import encode_delta, encode_extra
+from tvstore.errors import UsageError
+from tvstore.merge import Merger, Recipe, load_recipe, materialize
+from tvstore.parallel import ordered_map
+from tvstore.progress import Progress, no_progress
+from tvstore.push import PendingVector, store_tensor
+from tvstore.record import MERGED_FROM, EdgeFactory
+from tvstore.refs import Ref
+from tvstore.sources import BaseSource, VectorSource
+
+
+_REF_KEYS = ("ref", "model")  # where recipes (ours, mergekit's) name vectors
+
+
+def pinned(recipe: Recipe, vectors: list[TaskVector]) -> dict[str, Any]:
+    """The recipe as stored: every input reference replaced by ``name@version``."""
+    exact = {str(ref): f"{v.name}@{v.version}" for ref, v in zip(recipe.vectors, vectors)}
+
+    def pin(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: exact.get(v, v) if k in _REF_KEYS and isinstance(v, str) else pin(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [exact.get(v, v) if isinstance(v, str) else pin(v) for v in node]  # bare references
+        return node
+
+    return pin(dict(recipe.raw))
+
+
+def bind(
+    session: Session,
+    blobs: BlobStore,
+    recipe: Recipe,
+    open_vector: Callable[[str], VectorSource],
+    dtype: torch.dtype | None = None,
+) -> tuple[Merger, list[TaskVector]]:
+    """A ``Merger`` over the recipe's vectors, whose base is the recipe's or the vectors' own."""
+    if not recipe.vectors:
+        raise UsageError("the recipe names no task vectors to merge")
+    sources = [open_vector(str(ref)) for ref in recipe.vectors]
+    bases = {s.vector.base.name for s in sources}
+    if len(bases) > 1:
+        raise UsageError(f"the recipe mixes task vectors of different bases: {', '.join(sorted(bases))}")
+    (base_name,) = bases
+    recipe = recipe.with_base(Ref(base_name))
+    base = BaseSource(get_full_base(session, sources[0].vector.base_id), blobs)
+    return Merger(recipe, base, sources, dtype=dtype or recipe.dtype), [s.vector for s in sources]
+
+
+def input_weights(recipe: Recipe) -> list[float | None]:
+    """Each input's weight for lineage; ``None`` where it varies by tensor or layer."""
+    out = []
+    for inp in (i for i in recipe.inputs if not i.is_base):
+        weight = inp.settings.get("weight", recipe.settings.get("weight", 1.0))
+        out.append(float(weight) if isinstance(weight, (int, float)) else None)
+    return out
+
+
+def merge_edges(recipe: Recipe, vectors: list[TaskVector]) -> EdgeFactory:
+    def make(session: Session, child: TaskVector) -> list[LineageEdge]:
+        return [
+            LineageEdge(relation=MERGED_FROM, parent_vector_id=v.id, parent_note=f"{v.name}@{v.version}", weight=w)
+            for v, w in zip(vectors, input_weights(recipe))
+        ]
+
+    return make
+
+
+def encode_merge(name: str, merger: Merger, base: BaseSource, blobs: BlobStore, plan: CodecPlan,
+                 progress: Progress = no_progress) -> PendingVector:
+    """Compute the merge's deltas once and store them with ``plan``'s codecs."""
+    pending = PendingVector(name, base.base.name, "merge", plan)
+
+    def work(item: tuple[str, torch.Tensor]):
+        tname, theta = item
+        if tname not in base:
+            return store_tensor(encode_extra(tname, theta), blobs)
+        if not theta.is_floating_point():
+            return None
+        return store_tensor(encode_delta(tname, theta - base.get(tname).to(theta.dtype), plan.codec_for(tname)), blobs)
+
+    with progress(f"encoding merge {name}", len(merger.names())) as advance:
+        for stored in ordered_map(work, materialize(merger)):
+            if stored is not None:
+                pending.tensors.append(stored)
+            advance(1)
+    return pending
+
+
+class RecipeSource:
+    """A merge stored as its recipe, read like any vector: tau = merged - base, on demand."""
+
+    def __init__(self, vector: TaskVector, merger: Merger, base: BaseSource) -> None:
+        self.vector = vector
+        self.merger = merger
+        self.base = base
+        self.absent: list[str] = []
+
+    @property
+    def label(self) -> str:
+        return f"{self.vector.name}@{self.vector.version}"
+
+    def names(self) -> list[str]:
+        return [n for n in self.merger.names() if n not in self.base or self.base.info(n).dtype.is_floating_point]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def info(self, name: str) -> TensorInfo:
+        info = self.merger.info(name)
+        return info if isinstance(info, TensorInfo) else TensorInfo(name, *info)
+
+    def infos(self) -> list[TensorInfo]:
+        return [self.info(n) for n in self.names()]
+
+    def is_extra(self, name: str) -> bool:
+        return name not in self.base
+
+    def get(self, name: str) -> torch.Tensor:
+        theta = self.merger.get(name)
+        return theta if self.is_extra(name) else theta - self.base.get(name).to(theta.dtype)
+
+    def rebuild(self, name: str, base: torch.Tensor) -> torch.Tensor:
+        return self.merger.get(name)
+
+
+def open_recipe_vector(session: Session, blobs: BlobStore, vector: TaskVector,
+                       open_vector: Callable[[str], VectorSource]) -> RecipeSource:
+    merger, _ = bind(session, blobs, load_recipe(vector.recipe), open_vector)
+    base = BaseSource(get_full_base(session, vector.base_id), blobs)
+    return RecipeSource(get_full_vector(session, f"{vector.name}@{vector.version}"), merger, base)
+
+
+def write_merge(merger: Merger, out: Path, side_files: Iterator[tuple[str, bytes]], max_shard_bytes: int,
+                progress: Progress = no_progress) -> Path:
+    from tvstore.checkpoint import write_checkpoint_dir
+
+    infos = merger.infos()
+    with progress("merging", len(infos)) as advance:
+
+        def tensors() -> Iterator[tuple[str, torch.Tensor]]:
+            for item in materialize(merger):
+                yield item
+                advance(1)
+
+        return write_checkpoint_dir(out, infos, tensors(), side_files, max_shard_bytes, {"tvstore.merge": "1"})
