@@ -14,13 +14,16 @@ SPEC fields: ``database_url``, ``blob_url``, ``workdir`` and
   process (each process pushes its list in order);
 - ``gc``: optional ``{"processes": n, "grace": seconds}``: gc loops that run
   until every pusher has exited;
+- ``waves``: optional lists of pusher indices run one group after another
+  (default: all at once);
 - ``kills``: optional, one per pusher process: ``{"delay": seconds}`` (SIGKILL
   that long after the start line) or ``{"at": point}``, a deterministic point
   where the child kills itself (see ``HOOKS``).
 
 Deterministic points (test-only monkeypatches inside the child, no product hook):
 ``put:K`` before the K-th blob put, ``rename:K`` with the K-th local blob
-written to its temporary file but not yet renamed, ``claimed`` inside the
+written to its temporary file but not yet renamed, ``encoded`` with every
+blob written and the transaction not begun, ``claimed`` inside the
 commit transaction after the blob rows are locked, ``flushed`` after the
 vector rows are flushed and before COMMIT, ``commit`` at the DBAPI commit
 call, ``committed`` just after the commit returned.
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sqlalchemy.orm import configure_mappers
 
 import tvstore.record as record
 import tvstore.registry as registry_module
@@ -83,6 +87,8 @@ def install_hook(reg: Registry, point: str) -> None:
             replace(src, dst)
 
         os.replace = renaming  # type: ignore[assignment]
+    elif kind == "encoded":
+        registry_module.push_finetune = _after(registry_module.push_finetune, _die)
     elif kind == "claimed":
         record.claim_blobs = _after(record.claim_blobs, _die)
     elif kind == "flushed":
@@ -97,6 +103,35 @@ def install_hook(reg: Registry, point: str) -> None:
         raise ValueError(f"unknown kill point {point!r}")
 
 
+def install_trace(reg: Registry, path: Path) -> None:
+    """Append a line at each phase of a push, so a killed push's log says where it died.
+
+    ``put`` / ``put-done`` around each blob put, ``blobs-done`` when encoding
+    finished, ``claimed`` and ``flushed`` inside the commit transaction,
+    ``committed`` after it.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def mark(text: str):  # noqa: ANN202
+        return lambda *_: os.write(fd, f"{text}\n".encode())
+
+    put = reg.blobs.put
+    reg.blobs.put = lambda data: (mark("put")(), put(data), mark("put-done")())[1]  # type: ignore[method-assign]
+    registry_module.push_finetune = _after(registry_module.push_finetune, mark("blobs-done"))
+    record.claim_blobs = _after(record.claim_blobs, mark("claimed"))
+    record._insert_vector = _after(record._insert_vector, mark("flushed"))
+    registry_module.commit_vector = _after(registry_module.commit_vector, mark("committed"))
+
+
+def phase(trace: list[str]) -> str:
+    """Where a push was when it died, from its trace."""
+    last = trace[-1] if trace else ""
+    return {
+        "": "before any blob", "put": "blob writes", "put-done": "blob writes", "blobs-done": "between blobs and commit",
+        "claimed": "commit transaction", "flushed": "commit transaction", "committed": "after commit",
+    }[last]
+
+
 def push_all(spec: dict, index: int, go: int, kill: dict | None) -> None:
     """Body of one pushing child: open, wait at the start line, push, record results."""
     torch.set_num_threads(1)
@@ -104,6 +139,9 @@ def push_all(spec: dict, index: int, go: int, kill: dict | None) -> None:
     results = []
     with Registry.open(database_url=spec["database_url"], blob_url=spec["blob_url"]) as reg:
         reg.check_schema()  # connect and load the migration scripts before the start line
+        reg.blobs.exists("0" * 64)  # and open the blob store's connection (S3: bucket check, TCP)
+        reg.base(spec["pushers"][index][0]["base"])  # and compile the common queries
+        install_trace(reg, Path(spec["workdir"]) / f"pusher-{index}.trace")
         if kill and "at" in kill:
             install_hook(reg, kill["at"])
         os.read(go, 1)
@@ -162,34 +200,42 @@ def status(raw: int) -> dict:
     return {"exit": os.WEXITSTATUS(raw)}
 
 
-def main(spec_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    workdir = Path(spec["workdir"])
-    workdir.mkdir(parents=True, exist_ok=True)
-    stop = workdir / "stop"
-    stop.unlink(missing_ok=True)
-    kills = spec.get("kills") or [None] * len(spec["pushers"])
+def run_wave(spec: dict, indices: list[int], kills: list, stop: Path, report: dict) -> None:
+    """Fork the pushers ``indices`` (and the gc loops), start them together, kill as told, reap them."""
     go_read, go_write = os.pipe()
-    pushers = [fork(push_all, go_write, spec, i, go_read, kills[i]) for i in range(len(spec["pushers"]))]
+    pushers = {i: fork(push_all, go_write, spec, i, go_read, kills[i]) for i in indices}
     gcs = [fork(gc_loop, go_write, spec, i, go_read, stop) for i in range(spec.get("gc", {}).get("processes", 0))]
+    os.close(go_read)
     time.sleep(spec.get("settle", 0.5))  # let every child reach the start line
     started = time.monotonic()
     os.close(go_write)
-    report = {"pushers": [None] * len(pushers), "gc": []}
-    timers = sorted((k["delay"], i) for i, k in enumerate(kills) if k and "delay" in k)
-    for delay, i in timers:
+    for delay, i in sorted((kills[i]["delay"], i) for i in indices if kills[i] and "delay" in kills[i]):
         time.sleep(max(0.0, started + delay - time.monotonic()))
         try:
             os.kill(pushers[i], signal.SIGKILL)
         except ProcessLookupError:
             pass
-    for i, pid in enumerate(pushers):
+    for i, pid in pushers.items():
         _, raw = os.waitpid(pid, 0)
         report["pushers"][i] = {**status(raw), "elapsed": time.monotonic() - started}
     stop.touch()
     for pid in gcs:
         _, raw = os.waitpid(pid, 0)
         report["gc"].append(status(raw))
+
+
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    configure_mappers()  # once, before forking, instead of in every child
+    workdir = Path(spec["workdir"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    stop = workdir / "stop"
+    count = len(spec["pushers"])
+    kills = spec.get("kills") or [None] * count
+    report: dict[str, list] = {"pushers": [None] * count, "gc": []}
+    for wave in spec.get("waves") or [list(range(count))]:
+        stop.unlink(missing_ok=True)
+        run_wave(spec, wave, kills, stop, report)
     print(json.dumps(report))
 
 

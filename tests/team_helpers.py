@@ -65,7 +65,15 @@ def run_driver(spec: dict, workdir: Path, env: dict[str, str] | None = None, tim
     report["stderr"] = proc.stderr
     report["results"] = [_read_json(workdir / f"pusher-{i}.json", []) for i in range(len(spec["pushers"]))]
     report["gc_results"] = [_read_json(workdir / f"gc-{i}.json", None) for i in range(len(report["gc"]))]
+    report["traces"] = [_read_lines(workdir / f"pusher-{i}.trace") for i in range(len(spec["pushers"]))]
     return report
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except FileNotFoundError:
+        return []
 
 
 def _read_json(path: Path, default):  # noqa: ANN001, ANN202
