@@ -9,6 +9,7 @@ import typer
 
 from tvstore.cli.context import registry
 from tvstore.cli.output import emit_json, fmt_float, fmt_ratio, human_bytes, lineage_tree, out, table
+from tvstore.errors import UsageError
 from tvstore.info import VectorInfo
 from tvstore.push import parse_meta
 from tvstore.units import parse_size
@@ -31,13 +32,18 @@ def push(
     base: str = typer.Option(..., "--base", help="Registered base model the fine-tune was made from."),
     from_ckpt: Optional[Path] = typer.Option(None, "--from", help="Push TO - FROM instead (e.g. GRPO - SFT)."),
     to_ckpt: Optional[Path] = typer.Option(None, "--to", help="See --from."),
-    codec: str = typer.Option("lossless", "--codec", help="Codec spec, e.g. lossless or quant:bits=4."),
+    codec: str = typer.Option("lossless", "--codec", help="Codec spec (lossless, quant:bits=4, ternary:density=0.1, ..., auto)."),
     codec_for: list[str] = typer.Option([], "--codec-for", help="PATTERN=CODEC for matching tensors (repeatable)."),
+    max_error: Optional[float] = typer.Option(None, "--max-error", help="With --codec auto: largest relative L2 error per tensor."),
     extra: bool = typer.Option(False, "--extra", help="Store tensors the base lacks (e.g. a task head)."),
     meta: list[str] = typer.Option([], "--meta", help="key=value metadata (repeatable)."),
     json: bool = JSON,
 ) -> None:
     """Push a fine-tune (minus its base) as a new version of a task vector."""
+    if max_error is not None:
+        if codec.split(":")[0] != "auto":
+            raise UsageError("--max-error goes with --codec auto")
+        codec = f"auto:max_error={max_error}"
     info = registry(ctx).push(
         name, finetuned, base=base, codec=codec, codec_rules=codec_for, extra=extra,
         meta=parse_meta(meta), from_checkpoint=from_ckpt, to_checkpoint=to_ckpt,
@@ -153,6 +159,24 @@ def rm(
     emit_json({"removed": removed}) if json else out.print(f"removed {', '.join(removed)}", highlight=False)
 
 
+def pack(
+    ctx: typer.Context,
+    refs: list[str] = typer.Argument(..., help="Two or more task vectors of one base (NAME, NAME@VERSION, NAME:TAG)."),
+    codec: str = typer.Option(..., "--codec", help="rtvq, tall or emr (parameters as rtvq:bits=2.5)."),
+    bits: Optional[float] = typer.Option(None, "--bits", help="rtvq: budget in bits per parameter per task."),
+    lam: Optional[float] = typer.Option(None, "--lambda", help="tall: mask threshold lambda (default 0.4)."),
+    shared: Optional[str] = typer.Option(None, "--shared-codec", help="tall/emr: codec of the shared vector."),
+    json: bool = JSON,
+) -> None:
+    """Re-encode a group of vectors into a shared form; each gets a new version (compressed-from)."""
+    infos = registry(ctx).pack(refs, codec, bits=bits, **{"lambda": lam}, shared=shared)
+    if json:
+        emit_json([i.to_dict() for i in infos])
+        return
+    for info in infos:
+        out.print("packed " + _summary(info), highlight=False)
+
+
 def register(app: typer.Typer) -> None:
-    for command in (push, pull, ls, show, lineage, tag, rm):
+    for command in (push, pull, ls, show, lineage, tag, rm, pack):
         app.command(command.__name__)(command)

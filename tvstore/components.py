@@ -90,3 +90,21 @@ def rebuild(base: torch.Tensor, components: Sequence[Component], fetch: Fetch) -
             where = decode_mask(fetch(comp.mask_blob), shape)
             out = torch.where(where, comp.decode(shape, dtype, fetch), out)
     return out
+
+
+def delta_of_encoded(encoded: Sequence[EncodedComponent], shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """What :func:`delta` will read back for components not yet stored (to measure their error)."""
+    from tvstore.blobs.base import digest_bytes
+
+    payloads: dict[str, bytes] = {}
+
+    def keep(data: bytes) -> str:
+        digest = digest_bytes(data)
+        payloads[digest] = data
+        return digest
+
+    comps = [
+        Component(e.codec, keep(e.payload), e.scale, keep(e.mask) if e.mask is not None else None, e.kind)
+        for e in encoded
+    ]
+    return delta(comps, shape, dtype, payloads.__getitem__)

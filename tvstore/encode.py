@@ -13,6 +13,7 @@ import torch
 from tvstore.codecs import Codec
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.masks import encode_mask
+from tvstore.codecs.plan import AutoCodec
 from tvstore.components import ADD, FIX, EncodedComponent
 from tvstore.errors import InvalidCheckpointError
 from tvstore.metrics import ErrorStats
@@ -72,11 +73,14 @@ def check_finite(name: str, tensor: torch.Tensor, what: str) -> None:
 
 
 def encode_delta(
-    name: str, tau: torch.Tensor, codec: Codec, exact_target: tuple[torch.Tensor, torch.Tensor] | None = None
+    name: str, tau: torch.Tensor, codec: Codec | AutoCodec, exact_target: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> EncodedTensor:
     """Encode ``tau``; with ``exact_target=(target, base)`` an exact codec also gets a fix-up."""
     check_finite(name, tau, "the delta")
-    payload = codec.encode(tau)
+    if isinstance(codec, AutoCodec):
+        codec, payload, _ = codec.choose(tau)
+    else:
+        payload = codec.encode(tau)
     components = [EncodedComponent(codec.get_config(), payload, kind=ADD)]
     decoded = tau if codec.exact else codec.decode(payload, tuple(tau.shape), tau.dtype)
     if codec.exact and exact_target is not None:

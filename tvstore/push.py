@@ -84,6 +84,7 @@ class PendingVector:
     tensors: list[StoredTensor] = field(default_factory=list)
     source_digest: str | None = None
     parent_digests: dict[str, tuple[str, str]] = field(default_factory=dict)  # role -> (path, digest)
+    codec_config: dict[str, Any] | None = None  # what to record as the vector's codec, if not the plan's
 
     @property
     def stats(self) -> ErrorStats:

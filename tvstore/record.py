@@ -114,7 +114,17 @@ def commit_vector(
     With ``blobs`` given, the claimed blobs are checked to be in the store
     before the commit (a ``BlobVanishedError`` otherwise, nothing committed).
     """
-    sizes = _blob_sizes(pending)
+    return commit_vectors(session_factory, [(pending, meta, edges, recipe)], base, blobs)[0]
+
+
+def commit_vectors(
+    session_factory: Callable[[], Session],
+    items: list[tuple[PendingVector, dict, EdgeFactory, dict | None]],
+    base: BaseModel,
+    blobs: BlobStore | None = None,
+) -> list[TaskVector]:
+    """Several vectors (a packed group) in one transaction: all become visible, or none."""
+    sizes = [size for pending, *_ in items for size in _blob_sizes(pending)]
     for attempt in range(MAX_ATTEMPTS):
         last = attempt == MAX_ATTEMPTS - 1
         session = session_factory()
@@ -123,7 +133,10 @@ def commit_vector(
                 claim_blobs(session, sizes)
                 if blobs is not None:
                     check_blobs_present(blobs, [d for d, _ in sizes])
-                return _insert_vector(session, pending, base, meta, edges, recipe)
+                return [
+                    _insert_vector(session, pending, base, meta, edges, recipe)
+                    for pending, meta, edges, recipe in items
+                ]
         except IntegrityError as exc:
             if last or not is_version_conflict(exc):
                 raise
@@ -144,7 +157,7 @@ def _insert_vector(
     label = f"{pending.name}@{version}"
     vector = TaskVector(
         name=pending.name, version=version, base_id=base.id, kind=pending.kind,
-        codec=pending.plan.get_config(),
+        codec=pending.codec_config or pending.plan.get_config(),
         raw_bytes=sum(t.raw_bytes for t in pending.tensors),
         stored_bytes=sum(t.stored_bytes for t in pending.tensors),
         num_params=sum(t.raw_bytes // t.dtype.itemsize for t in pending.tensors),

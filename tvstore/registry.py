@@ -35,7 +35,8 @@ from tvstore.merge import LazyMerged, Merger, Recipe, load_recipe
 from tvstore.merged import RecipeSource, bind, encode_merge, merge_edges, open_recipe_vector, pinned, write_merge
 from tvstore.pull import side_files
 from tvstore.push import PendingVector, push_difference, push_finetune
-from tvstore.record import MERGED_FROM, commit_vector, source_edges
+from tvstore.pack import PackSpec, pack_group
+from tvstore.record import COMPRESSED_FROM, MERGED_FROM, EdgeFactory, commit_vector, commit_vectors, source_edges
 from tvstore.refs import LATEST, check_name, parse_ref
 from tvstore.sources import BaseSource, VectorSource
 from tvstore.verify import VerifyReport, verify_registry
@@ -46,6 +47,13 @@ RecipeLike = str | os.PathLike[str] | dict[str, Any] | Recipe
 
 def _recipe(recipe: RecipeLike) -> Recipe:
     return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def _compressed_from(parent: TaskVector) -> EdgeFactory:
+    def make(session: Session, child: TaskVector) -> list[LineageEdge]:
+        return [LineageEdge(relation=COMPRESSED_FROM, parent_vector_id=parent.id, parent_note=label(parent))]
+
+    return make
 
 
 def _refuse_recipe_inputs(session: Session, ids: list[int]) -> None:
@@ -263,6 +271,25 @@ class Registry:
             if vector.num_tensors == 0 and vector.recipe is not None:
                 raise UsageError(f"{label(vector)} is itself a recipe; merge its inputs directly or save it with --codec")
             return VectorSource(vector, self.blobs)
+
+    # ---- packs --------------------------------------------------------------------------
+
+    def pack(self, refs: list[str], codec: str, **params: Any) -> list[VectorInfo]:
+        """Re-encode a group into a shared form (``rtvq``, ``tall``, ``emr``): one new version each.
+
+        ``codec`` is ``rtvq[:bits=2.5]``, ``tall[:lambda=0.4,shared=lossless]`` or ``emr``;
+        ``params`` override its parameters (``bits``, ``lambda``, ``shared``, ...).
+        All new versions commit together; the old ones stay until removed.
+        """
+        spec = PackSpec.parse(codec, **params)
+        self.check_schema()
+        sources = [self._stored_vector(ref) for ref in refs]
+        pending = pack_group(sources, self.blobs, spec, self.progress)
+        with self.session() as session:
+            base_row = get_full_base(session, sources[0].vector.base_id)
+        items = [(p, dict(s.vector.meta), _compressed_from(s.vector), None) for p, s in zip(pending, sources)]
+        vectors = commit_vectors(self.session, items, base_row, self.blobs)
+        return [self.show(f"{v.name}@{v.version}") for v in vectors]
 
     # ---- merges -------------------------------------------------------------------------
 

@@ -1,0 +1,181 @@
+"""Pack: re-encode a group of task vectors of one base into a shared form.
+
+RTVQ (a shared quantized mean plus per-task offsets), TALL (one multi-task
+vector plus a bit mask per task) and EMR (one unified vector plus a mask and
+a rescaler per task) all store a part once for the whole group; content
+addressing does the sharing, since every task's component points at the same
+blob. Each vector gets a new version (lineage: compressed-from its old one);
+the old versions stay until removed.
+
+Work goes one tensor name at a time across the group, so memory holds the T
+task vectors of one tensor, never whole models. RTVQ under a bit budget makes
+one extra pass to measure every tensor's options before allocating bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tvstore.blobs import BlobStore
+from tvstore.codecs import parse_codec_spec
+from tvstore.codecs.emr import emr_pack
+from tvstore.codecs.rtvq import DEFAULT_PAIRS, allocate_bits, rtvq_candidates, rtvq_pack
+from tvstore.codecs.tall import DEFAULT_LAMBDA, tall_pack
+from tvstore.codecs.plan import CodecPlan
+from tvstore.components import EncodedComponent, delta_of_encoded
+from tvstore.encode import DELTA, EncodedTensor, encode_extra
+from tvstore.errors import UsageError
+from tvstore.metrics import ErrorStats
+from tvstore.progress import Progress, no_progress
+from tvstore.push import PendingVector, store_tensor
+from tvstore.sources import VectorSource
+
+PACKERS = ("rtvq", "tall", "emr")
+
+Packer = Callable[[list[torch.Tensor], str], list[list[EncodedComponent]]]
+
+
+@dataclass(frozen=True)
+class PackSpec:
+    """What ``tvstore pack --codec ...`` asked for."""
+
+    codec: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        return {"id": self.codec, **self.params}
+
+    @classmethod
+    def parse(cls, spec: str, **overrides: Any) -> PackSpec:
+        codec_id, _, rest = spec.partition(":")
+        if codec_id not in PACKERS:
+            raise UsageError(f"pack codec must be one of {', '.join(PACKERS)}, got {codec_id!r}")
+        params: dict[str, Any] = {}
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise UsageError(f"bad pack parameter {item!r}: expected key=value")
+            params[key.strip()] = value.strip()
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(codec_id, _typed(codec_id, params))
+
+
+_PARAMS = {
+    "rtvq": {"bits": float, "base_bits": int, "offset_bits": int, "granularity": str, "group_size": int},
+    "tall": {"lambda": float, "shared": str},
+    "emr": {"shared": str},
+}
+
+
+def _typed(codec: str, params: dict[str, Any]) -> dict[str, Any]:
+    known = _PARAMS[codec]
+    out = {}
+    for key, value in params.items():
+        if key not in known:
+            raise UsageError(f"pack codec {codec!r} has no parameter {key!r} (parameters: {', '.join(known)})")
+        try:
+            out[key] = known[key](value)
+        except ValueError:
+            raise UsageError(f"pack parameter {key}={value!r} is not a {known[key].__name__}") from None
+    if codec == "rtvq" and "bits" in out and ("base_bits" in out or "offset_bits" in out):
+        raise UsageError("give rtvq either a budget (bits) or fixed base_bits/offset_bits, not both")
+    return out
+
+
+def check_group(sources: Sequence[VectorSource]) -> list[str]:
+    """The delta tensor names every vector of the group has; refuse groups that do not fit together."""
+    if len(sources) < 2:
+        raise UsageError("pack needs at least two task vectors")
+    labels = [s.label for s in sources]
+    if len(set(s.vector.name for s in sources)) != len(sources):
+        raise UsageError(f"pack each task vector once (got {', '.join(labels)})")
+    bases = {s.vector.base.name for s in sources}
+    if len(bases) > 1:
+        raise UsageError(f"pack needs task vectors of one base, got {', '.join(sorted(bases))}")
+    names = [n for n in sources[0].names() if not sources[0].is_extra(n)]
+    for s in sources[1:]:
+        mine = [n for n in s.names() if not s.is_extra(n)]
+        if mine != names:
+            odd = next(iter(set(mine) ^ set(names)), "?")
+            raise UsageError(f"{s.label} and {sources[0].label} do not have the same delta tensors (e.g. {odd!r})")
+    return names
+
+
+def _packer(spec: PackSpec, bits: dict[str, tuple[int, int]]) -> Packer:
+    p = spec.params
+    if spec.codec == "rtvq":
+        gran, gsize = p.get("granularity", "tensor"), p.get("group_size", 128)
+        fixed = (p.get("base_bits", 3), p.get("offset_bits", 2))
+        return lambda taus, name: rtvq_pack(taus, *bits.get(name, fixed), gran, gsize)
+    shared = parse_codec_spec(p["shared"]) if "shared" in p else None
+    if spec.codec == "tall":
+        return lambda taus, name: tall_pack(taus, p.get("lambda", DEFAULT_LAMBDA), shared)
+    return lambda taus, name: emr_pack(taus, shared)
+
+
+def allocate(sources: Sequence[VectorSource], names: list[str], spec: PackSpec, progress: Progress) -> dict[str, tuple[int, int]]:
+    """RTVQ under a budget: measure each tensor's (b_base, b_offset) options, then allocate bits."""
+    if spec.codec != "rtvq" or "bits" not in spec.params:
+        return {}
+    gran, gsize = spec.params.get("granularity", "tensor"), spec.params.get("group_size", 128)
+    cands, sizes = {}, {}
+    with progress("measuring quantization sensitivity", len(names)) as advance:
+        for name in names:
+            taus = [s.get(name) for s in sources]
+            cands[name] = rtvq_candidates(taus, DEFAULT_PAIRS, gran, gsize)
+            sizes[name] = taus[0].numel()
+            advance(1)
+    tasks, budget = len(sources), spec.params["bits"]
+    cheapest = sum(min(c.bits for c in cs) for cs in cands.values()) / (tasks * sum(sizes.values()))
+    if cheapest > budget:
+        raise UsageError(
+            f"rtvq: a budget of {budget:g} bits per parameter per task is below the cheapest choice "
+            f"for these tensors ({cheapest:.3f}, headers included)"
+        )
+    chosen = allocate_bits(cands, sizes, budget * tasks)
+    return {name: cand.choice for name, cand in chosen.items()}
+
+
+def _shared_payloads(per_task: list[list[EncodedComponent]]) -> set[bytes]:
+    """Payloads every task's components contain: stored once for the group."""
+    sets = [{c.payload for c in comps} for comps in per_task]
+    return set.intersection(*sets) if len(sets) > 1 else set()
+
+
+def _amortized_bytes(comps: list[EncodedComponent], shared: set[bytes], tasks: int) -> int:
+    """A task's share of what the group stores: its own parts, plus 1/T of the shared ones."""
+    own = sum(len(c.payload) for c in comps if c.payload not in shared) + sum(len(c.mask or b"") for c in comps)
+    return own + round(sum(len(c.payload) for c in comps if c.payload in shared) / tasks)
+
+
+def pack_group(
+    sources: Sequence[VectorSource], blobs: BlobStore, spec: PackSpec, progress: Progress = no_progress
+) -> list[PendingVector]:
+    """One pending new version per source vector, sharing blobs where the codec shares parts."""
+    names = check_group(sources)
+    bits = allocate(sources, names, spec, progress)
+    packer = _packer(spec, bits)
+    plan = CodecPlan()
+    pending = [PendingVector(s.vector.name, s.vector.base.name, "packed", plan, codec_config=spec.config()) for s in sources]
+    with progress(f"packing {len(sources)} vectors ({spec.codec})", len(names)) as advance:
+        for name in names:
+            taus = [s.get(name) for s in sources]
+            per_task = packer(taus, name)
+            shared = _shared_payloads(per_task)
+            for pend, tau, comps in zip(pending, taus, per_task, strict=True):
+                shape = tuple(tau.shape)
+                approx = delta_of_encoded(comps, shape, tau.dtype)
+                codec = {"id": spec.codec, **({"bits": list(bits[name])} if name in bits else {})}
+                enc = EncodedTensor(name, DELTA, tau.dtype, shape, codec, comps, ErrorStats.of(tau, approx))
+                stored = store_tensor(enc, blobs)
+                stored.stored_bytes = _amortized_bytes(comps, shared, len(sources))
+                pend.tensors.append(stored)
+            advance(1)
+    for pend, source in zip(pending, sources):
+        for name in (n for n in source.names() if source.is_extra(n)):
+            pend.tensors.append(store_tensor(encode_extra(name, source.get(name)), blobs))
+    return pending
