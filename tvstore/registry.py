@@ -35,7 +35,9 @@ from tvstore.merge import LazyMerged, Merger, Recipe, load_recipe
 from tvstore.merged import RecipeSource, bind, encode_merge, merge_edges, open_recipe_vector, pinned, write_merge
 from tvstore.pull import side_files
 from tvstore.push import PendingVector, push_difference, push_finetune
+from tvstore.checkpoint.peft import is_adapter_dir
 from tvstore.pack import PackSpec, pack_group
+from tvstore.push_adapter import push_adapter
 from tvstore.record import COMPRESSED_FROM, MERGED_FROM, EdgeFactory, commit_vector, commit_vectors, source_edges
 from tvstore.refs import LATEST, check_name, parse_ref
 from tvstore.sources import BaseSource, VectorSource
@@ -193,7 +195,9 @@ class Registry:
         with self.session() as session:
             base_row = get_full_base(session, get_base(session, base).id)
             source = BaseSource(base_row, self.blobs)
-            if finetuned is not None:
+            if finetuned is not None and is_adapter_dir(Path(finetuned)):
+                pending = push_adapter(name, Path(finetuned), source, self.blobs, extra, self.progress)
+            elif finetuned is not None:
                 pending = push_finetune(name, Path(finetuned), source, self.blobs, plan, extra, self.progress)
             else:
                 pending = push_difference(
