@@ -62,10 +62,25 @@ class SafetensorsStream:
             self._file.write(flat.view(torch.uint8).numpy().tobytes())
         self._next += 1
 
+    def abort(self) -> None:
+        """Close without the completeness check: another error is already on its way up."""
+        self._file.close()
+
     def close(self) -> None:
         self._file.close()
         if self._next != len(self._infos):
             raise TvstoreError(f"internal error: {self.path} got {self._next} of {len(self._infos)} tensors")
+
+
+def _fill(stream: SafetensorsStream, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Write every declared tensor, then close; on any error close quietly and let it propagate."""
+    try:
+        for name, tensor in tensors:
+            stream.write(name, tensor)
+    except BaseException:
+        stream.abort()
+        raise
+    stream.close()
 
 
 def plan_shards(infos: Sequence[TensorInfo], max_shard_bytes: int) -> list[list[TensorInfo]]:
@@ -99,12 +114,7 @@ def write_safetensors(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     try:
-        stream = SafetensorsStream(Path(tmp), infos, metadata)
-        try:
-            for name, tensor in tensors:
-                stream.write(name, tensor)
-        finally:
-            stream.close()
+        _fill(SafetensorsStream(Path(tmp), infos, metadata), tensors)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -129,12 +139,7 @@ def write_checkpoint_dir(
         ]
         it = iter(tensors)
         for fname, shard in zip(names, shards):
-            stream = SafetensorsStream(staging / fname, shard, metadata)
-            try:
-                for _ in shard:
-                    stream.write(*next(it))
-            finally:
-                stream.close()
+            _fill(SafetensorsStream(staging / fname, shard, metadata), (next(it) for _ in shard))
         if len(shards) > 1:
             weight_map = {info.name: fname for fname, shard in zip(names, shards) for info in shard}
             index = {"metadata": {"total_size": sum(i.nbytes for i in infos)}, "weight_map": weight_map}
