@@ -1,10 +1,11 @@
 """The one metadata transaction that makes a pushed vector visible.
 
-Versions are allocated inside the transaction; if another client took the
-same version first, the unique constraint rejects ours and we retry with the
-next number, so concurrent pushes of one name get consecutive versions. Only
-that conflict (and PostgreSQL's transient deadlock/serialization aborts) is
-retried; any other integrity error is a bug or bad data and surfaces.
+Versions are taken inside the transaction from the name's ``vector_names``
+row (one upsert, which locks the row until commit), so concurrent pushes of
+one name get consecutive versions and a removed version is never reused.
+Should the unique constraint on (name, version) still fire, the transaction
+is retried; so are PostgreSQL's transient deadlock/serialization aborts. Any
+other integrity error is a bug or bad data and surfaces.
 
 The transaction first *claims* the blob rows of every blob the vector uses
 (see :mod:`tvstore.blob_claims`) and then checks that the blobs are still in
@@ -24,7 +25,7 @@ from tvstore.blob_claims import claim_blobs, check_blobs_present
 from tvstore.blobs import BlobStore
 from tvstore.checkpoint.dtypes import dtype_name
 from tvstore.db.models import BaseModel, ComponentRow, LineageEdge, Mask, TaskVector, VectorTensor
-from tvstore.db.queries import latest_version
+from tvstore.db.queries import next_version
 from tvstore.push import PendingVector, StoredTensor
 
 FINETUNED_FROM = "finetuned-from"
@@ -153,7 +154,7 @@ def _insert_vector(
 ) -> TaskVector:
     """The rows of one vector, at the next free version of its name (inside the caller's transaction)."""
     stats = pending.stats
-    version = (latest_version(session, pending.name) or 0) + 1
+    version = next_version(session, pending.name)
     label = f"{pending.name}@{version}"
     vector = TaskVector(
         name=pending.name, version=version, base_id=base.id, kind=pending.kind,

@@ -176,6 +176,19 @@ class LineageEdge(Base):
     parent_vector: Mapped[TaskVector | None] = relationship(foreign_keys=[parent_vector_id])
     parent_base: Mapped[BaseModel | None] = relationship()
 
+class VectorName(Base):
+    """Every name ever pushed and its last version: versions are never reused, even after ``rm``.
+
+    Taking the next version is one upsert on this row, which also serializes
+    concurrent pushes of one name without retries.
+    """
+
+    __tablename__ = "vector_names"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Tag(Base):
     """A mutable name for one version of a vector (``name:tag``)."""
 

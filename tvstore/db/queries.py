@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from tvstore.db.models import BaseModel, Blob, ComponentRow, Tag, TaskVector, VectorTensor
+from tvstore.db.models import BaseModel, Blob, ComponentRow, Tag, TaskVector, VectorName, VectorTensor
 from tvstore.errors import NotFoundError
 from tvstore.refs import LATEST, Ref, parse_ref
 
@@ -42,6 +42,17 @@ def get_full_vector(session: Session, ref: Ref | str) -> TaskVector:
 
 def get_full_base(session: Session, base_id: int) -> BaseModel:
     return session.scalars(select(BaseModel).where(BaseModel.id == base_id).options(*FULL_BASE)).one()
+
+
+def next_version(session: Session, name: str) -> int:
+    """Take the next version of ``name`` (inside the caller's transaction; locks the name's row)."""
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    stmt = insert(VectorName).values(name=name, last_version=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name"], set_={"last_version": VectorName.last_version + 1}
+    ).returning(VectorName.last_version)
+    return int(session.execute(stmt).scalar_one())
 
 
 def get_vector(session: Session, ref: Ref | str) -> TaskVector:
