@@ -40,13 +40,10 @@ def to_component(row: ComponentRow) -> Component:
     return Component(row.codec, row.blob_digest, row.scale, row.mask.blob_digest if row.mask else None, row.kind)
 
 
-class BaseSource:
-    """A registered base model's weights, decoded from its lossless blobs."""
+class _Rows:
+    """Tensor metadata rows by name: what every registry source answers without decoding."""
 
-    def __init__(self, base: BaseModel, blobs: BlobStore) -> None:
-        self.base = base
-        self.blobs = blobs
-        self._rows = {t.name: t for t in base.tensors}
+    _rows: dict[str, BaseTensor | VectorTensor]
 
     def names(self) -> list[str]:
         return list(self._rows)
@@ -60,6 +57,15 @@ class BaseSource:
     def __contains__(self, name: object) -> bool:
         return name in self._rows
 
+
+class BaseSource(_Rows):
+    """A registered base model's weights, decoded from its lossless blobs."""
+
+    def __init__(self, base: BaseModel, blobs: BlobStore) -> None:
+        self.base = base
+        self.blobs = blobs
+        self._rows = {t.name: t for t in base.tensors}
+
     def get(self, name: str) -> torch.Tensor:
         row = self._rows[name]
         fetch = _fetcher(self.blobs, f"base {self.base.name!r}, tensor {name!r}")
@@ -67,7 +73,7 @@ class BaseSource:
         return get_codec(row.codec).decode(fetch(row.blob_digest), info.shape, info.dtype)
 
 
-class VectorSource(Mapping[str, torch.Tensor]):
+class VectorSource(_Rows, Mapping[str, torch.Tensor]):
     """A task vector's tensors by name: tau for deltas, the value for extras.
 
     A ``Mapping``, so ``dict(source)`` or ``model.load_state_dict`` style use
@@ -83,15 +89,6 @@ class VectorSource(Mapping[str, torch.Tensor]):
     @property
     def label(self) -> str:
         return f"{self.vector.name}@{self.vector.version}"
-
-    def names(self) -> list[str]:
-        return list(self._rows)
-
-    def info(self, name: str) -> TensorInfo:
-        return tensor_info(self._rows[name])
-
-    def infos(self) -> list[TensorInfo]:
-        return [tensor_info(r) for r in self._rows.values()]
 
     def is_extra(self, name: str) -> bool:
         return self._rows[name].role == EXTRA
