@@ -73,13 +73,14 @@ def delta(components: Sequence[Component], shape: tuple[int, ...], dtype: torch.
     return out if out is not None else torch.zeros(shape, dtype=dtype)
 
 
-def rebuild(base: torch.Tensor, components: Sequence[Component], fetch: Fetch) -> torch.Tensor:
+def rebuild(base: torch.Tensor, components: Sequence[Component], fetch: Fetch, in_place: bool = False) -> torch.Tensor:
     """theta = base + components, added one at a time in the base's dtype, then fixes applied.
 
     The order and dtype are fixed so that a rebuild is bit-identical on every
-    run and machine.
+    run and machine. ``in_place`` reuses ``base`` as the output (the caller
+    owns it and no longer needs it), saving a copy of the tensor.
     """
-    out = base.clone()
+    out = base if in_place else base.clone()
     shape, dtype = tuple(base.shape), base.dtype
     for comp in components:
         if comp.kind == ADD:

@@ -50,6 +50,23 @@ def checkpoint_tensors(base: BaseSource, vector: VectorSource) -> tuple[list[Ten
     return infos, extras
 
 
+def rebuilt_tensors(base: BaseSource, vector: VectorSource, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, theta)`` for ``names`` in order, rebuilt on the thread pool (a few tensors ahead)."""
+    extras = {n for n in vector.names() if vector.is_extra(n)}
+
+    def rebuild_one(name: str) -> torch.Tensor:
+        if name in extras:
+            return vector.get(name)
+        weight = base.get(name)
+        if name not in vector:
+            return weight
+        if isinstance(vector, VectorSource):  # the decoded base is ours: add into it, no copy
+            return vector.rebuild(name, weight, in_place=True)
+        return vector.rebuild(name, weight)
+
+    yield from zip(names, ordered_map(rebuild_one, names))
+
+
 def pull_checkpoint(
     base: BaseSource,
     vector: VectorSource,
@@ -59,19 +76,12 @@ def pull_checkpoint(
     progress: Progress = no_progress,
 ) -> Path:
     """base + vector, one tensor at a time, written as a directory ``transformers`` loads."""
-    infos, extras = checkpoint_tensors(base, vector)
-
-    def rebuild_one(name: str) -> torch.Tensor:
-        if name in extras:
-            return vector.get(name)
-        weight = base.get(name)
-        return vector.rebuild(name, weight) if name in vector else weight
-
+    infos, _ = checkpoint_tensors(base, vector)
     names = [i.name for i in infos]
     with progress(f"rebuilding {vector.label}", len(names)) as advance:
 
         def tensors() -> Iterator[tuple[str, torch.Tensor]]:
-            for name, value in zip(names, ordered_map(rebuild_one, names)):
+            for name, value in rebuilt_tensors(base, vector, names):
                 yield name, value
                 advance(1)
 

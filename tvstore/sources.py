@@ -103,9 +103,12 @@ class VectorSource(_Rows, Mapping[str, torch.Tensor]):
         info = self.info(name)
         return delta(self.components(name), info.shape, info.dtype, self.fetch(name))
 
-    def rebuild(self, name: str, base: torch.Tensor) -> torch.Tensor:
-        """theta for one tensor: base plus this vector's components (exact for exact codecs)."""
-        return rebuild(base, self.components(name), self.fetch(name))
+    def rebuild(self, name: str, base: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """theta for one tensor: base plus this vector's components (exact for exact codecs).
+
+        ``in_place`` adds into ``base`` itself (for a caller that owns it), saving a copy.
+        """
+        return rebuild(base, self.components(name), self.fetch(name), in_place)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self._rows:
