@@ -128,7 +128,14 @@ def test_sigkill_at_many_points_leaves_a_consistent_registry(team: tuple[str, st
 
         retried = [reg.push(NAME, ckpts.finetunes[f"ft{k}"], base="base") for k in range(offset, offset + 4)]
         assert [r.version for r in retried] == list(range(len(stored) + 1, len(stored) + 5))
-        reg.gc(grace_seconds=0)  # sweep what the killed pushes left behind
+        local = not team[1].startswith("s3://")
+        leftovers = len(list(Path(team[1], "objects").glob("*/.*.tmp"))) if local else 0
+        assert leftovers >= (2 if local else 0), where  # at least the two `rename` points left a temporary file
+        collected = reg.gc(grace_seconds=0)  # sweep what the killed pushes left behind
+        assert collected.temporaries == leftovers, where
+        assert collected.swept, where  # blobs written by pushes that never committed
+        if local:
+            assert list(Path(team[1], "objects").glob("*/.*.tmp")) == []
         result = reg.verify()
         assert (result.ok, result.problems) == (True, []), where
         for k, r in enumerate(retried, start=offset):

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tvstore.blob_claims import claim_blobs
-from tvstore.blobs import BlobStore
+from tvstore.blobs import BlobStore, LocalBlobStore
 from tvstore.db.models import Blob
 from tvstore.progress import Progress, no_progress
 from tvstore.references import referenced_among, referenced_digests
@@ -36,6 +36,8 @@ class GcReport:
     swept: list[str] = field(default_factory=list)
     swept_bytes: int = 0
     kept_young: int = 0
+    #: temporary files of writes that never finished (a killed push), removed from a local store
+    temporaries: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -44,6 +46,7 @@ class GcReport:
             "swept": len(self.swept),
             "swept_bytes": self.swept_bytes,
             "kept_young": self.kept_young,
+            "temporaries": self.temporaries,
             "digests": self.swept,
         }
 
@@ -69,7 +72,29 @@ def collect_garbage(
         return report
     for start in range(0, len(candidates), SWEEP_CHUNK):
         _sweep(session, blobs, candidates[start : start + SWEEP_CHUNK], cutoff, report)
+    report.temporaries = _sweep_temporaries(blobs, cutoff)
     return report
+
+
+def _sweep_temporaries(blobs: BlobStore, cutoff: float) -> int:
+    """Remove a local store's ``objects/ab/.*.tmp`` files last written before ``cutoff``.
+
+    A write renames its temporary file into place when done, so an old one
+    was left by a process that died mid-write; a young one may be a write in
+    flight. (Remote stores leave no partial objects; S3's incomplete
+    multipart uploads are the bucket's lifecycle rules' job.)
+    """
+    if not isinstance(blobs, LocalBlobStore) or not blobs.objects.is_dir():
+        return 0
+    removed = 0
+    for path in blobs.objects.glob("*/.*.tmp"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # finished (renamed) or removed by another gc meanwhile
+    return removed
 
 
 def _old_unreferenced(
