@@ -12,24 +12,30 @@ the registry vs ``safetensors.torch.load_file`` of the full checkpoint.
 Usage::
 
     python benchmarks/bench_merge.py --work /tmp/bench --quick          # seconds, tiny model
-    python benchmarks/bench_merge.py --work /data/bench --hidden 2048 --layers 16 --tasks 2,4,8
-    python benchmarks/bench_merge.py --work /data/bench --big            # ~1B-parameter base, 2 tasks
+    python benchmarks/bench_merge.py --work /tmp/bench                  # ~25M parameters, 2/4/8 tasks
+    python benchmarks/bench_merge.py --work /tmp/bench --postgres       # + the registry on PostgreSQL
+    python benchmarks/bench_merge.py --work /tmp/bench --big            # + flat-memory check on a ~1.2B base
 
-Reported per row: wall seconds, peak RSS (MiB), bytes read from disk
-(``/proc/self/io`` read_bytes after imports; 0 when the page cache serves the
-files, so drop caches between runs for cold numbers; rchar is in the JSON, but
-misses mmap reads such as safetensors'), and the tvstore/mergekit ratios. Fine-tunes are base + seeded noise,
-so the absolute compression of lossy codecs is not representative of real
-fine-tunes; the time and memory ratios are the point.
+Every measurement runs once cold (the files it reads are dropped from the page
+cache with ``posix_fadvise(DONTNEED)`` first) and ``--repeat`` times warm.
+Reported: cold wall seconds, median warm wall seconds, median peak RSS (MiB,
+VmHWM of the child), bytes read from disk in the cold run (``/proc/self/io``
+read_bytes after imports, which counts mmap faults too), and the input bytes
+on disk (what each tool has to read). Fine-tunes are base + seeded noise, so
+the absolute compression of lossy codecs is not representative of real
+fine-tunes; the time and memory ratios are the point. Results go to
+``benchmarks/results/merge.{md,json}`` (``--results``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +47,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+RESULTS = Path(__file__).resolve().parent / "results"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RECIPES = {
     "task_arithmetic": {"weight": 0.5},
     "ties": {"weight": 0.5, "density": 0.3},
@@ -134,39 +142,29 @@ def run_mergekit(work: str, recipe: str, out: str) -> None:
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 
-    t0 = child_start()
+    t0 = child_start()  # after the imports, as for tvstore: both measure the merge, not start-up
     os.chdir(Path(work) / "models")
     config = MergeConfiguration.model_validate(yaml.safe_load(Path(recipe).read_text()))
     run_merge(config, out, MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True))
     child_report(t0)
 
 
-def registry_merger(reg, recipe):
-    """Bind a recipe to the registry's base and vector sources (what ``Registry.merge`` wraps)."""
-    from sqlalchemy import select
-
-    from tvstore.db.models import BaseModel
-    from tvstore.merge import Merger
-    from tvstore.refs import Ref
-    from tvstore.sources import BaseSource
-
-    vectors = [reg.delta_tensors(str(r)) for r in recipe.vectors]
-    base_name = recipe.base.name if recipe.base else vectors[0].vector.base.name
-    with reg.session() as session:
-        row = session.scalar(select(BaseModel).where(BaseModel.name == base_name))
-        _ = row.tensors, row.files
-    return Merger(recipe.with_base(Ref(base_name)), BaseSource(row, reg.blobs), vectors)
-
-
-def run_tvstore(home: str, recipe: str, out: str) -> None:
-    from tvstore.checkpoint import write_checkpoint_dir
-    from tvstore.merge import load_recipe, materialize
+def open_registry(home: str, database_url: str = ""):
+    """The SQLite registry in ``home``, or its blobs with metadata in PostgreSQL (``database_url``)."""
     from tvstore.registry import Registry
 
+    if database_url:
+        return Registry.open(database_url=database_url, blob_url=str(Path(home) / "blobs"))
+    return Registry.open(home=home)
+
+
+def run_tvstore(home: str, recipe: str, out: str, database_url: str = "") -> None:
+    """``tvstore merge --recipe --out``: the registry's own path (``merge_to_dir``)."""
+    import tvstore.registry  # noqa: F401  (imports are interpreter start-up, not merge work)
+
     t0 = child_start()
-    with Registry.open(home=home) as reg:
-        merger = registry_merger(reg, load_recipe(Path(recipe)))
-        write_checkpoint_dir(Path(out), merger.infos(), materialize(merger), max_shard_bytes=2 * 1024**3)
+    with open_registry(home, database_url) as reg:
+        reg.merge_to_dir(Path(recipe), Path(out), max_shard_bytes=2 * 1024**3)
     child_report(t0)
 
 
@@ -174,68 +172,156 @@ def run_load_full(ckpt: str) -> None:
     from safetensors.torch import load_file
 
     t0 = child_start()
-    n = sum(t.numel() for f in sorted(Path(ckpt).glob("*.safetensors")) for t in load_file(f).values())
+    n = sum(touch(t) for f in sorted(Path(ckpt).glob("*.safetensors")) for t in load_file(f).values())
     assert n > 0
     child_report(t0)
+
+
+def touch(t: torch.Tensor) -> int:
+    """Read one byte per page: ``load_file`` maps the file lazily, so without this nothing is read."""
+    return int(t.reshape(-1).view(torch.uint8)[::4096].sum()) + 1
 
 
 def run_rebuild(home: str, ref: str) -> None:
-    from tvstore.merge import load_recipe, materialize
-    from tvstore.registry import Registry
+    """Rebuild one fine-tune into memory (what ``pull --checkpoint`` does, minus the writing)."""
+    from tvstore.db.queries import get_full_base
+    from tvstore.pull import checkpoint_tensors, rebuilt_tensors
+    from tvstore.sources import BaseSource
+    import tvstore.registry  # noqa: F401
 
     t0 = child_start()
-    with Registry.open(home=home) as reg:
-        merger = registry_merger(reg, load_recipe({"method": "task_arithmetic", "inputs": [ref]}))
-        n = sum(t.numel() for _, t in materialize(merger))
+    with open_registry(home) as reg:
+        vector = reg.delta_tensors(ref)
+        with reg.session() as session:
+            base = BaseSource(get_full_base(session, vector.vector.base_id), reg.blobs)
+        names = [i.name for i in checkpoint_tensors(base, vector)[0]]
+        n = sum(t.numel() for _, t in rebuilt_tensors(base, vector, names))
     assert n > 0
     child_report(t0)
 
 
-CHILDREN = {"mergekit": run_mergekit, "tvstore": run_tvstore, "load-full": run_load_full, "rebuild": run_rebuild}
+def run_pull(home: str, ref: str, out: str) -> None:
+    """``tvstore pull --checkpoint``: rebuild and write a HF directory."""
+    import tvstore.registry  # noqa: F401
+
+    t0 = child_start()
+    with open_registry(home) as reg:
+        reg.pull_checkpoint(ref, Path(out), max_shard_bytes=2 * 1024**3)
+    child_report(t0)
 
 
-def row(method: str, tasks: int, codec: str, theirs, ours) -> dict:
-    """Run both measurements (callables); a failure is recorded in the row rather than ending the run."""
-    try:
-        return {"method": method, "tasks": tasks, "codec": codec, "mergekit": theirs(), "tvstore": ours()}
-    except RuntimeError as e:
-        return {"method": method, "tasks": tasks, "codec": codec, "error": str(e).strip().splitlines()[-1]}
+def run_push(home: str, name: str, path: str) -> None:
+    import tvstore.registry  # noqa: F401
+
+    t0 = child_start()
+    with open_registry(home) as reg:
+        reg.push(name, Path(path), base="base", codec="lossless")
+    child_report(t0)
 
 
-def measure(*args: str, out: Path | None = None) -> dict:
+CHILDREN = {"mergekit": run_mergekit, "tvstore": run_tvstore, "load-full": run_load_full, "rebuild": run_rebuild,
+            "pull": run_pull, "push": run_push}
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+
+
+def files_under(*paths: Path) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        out += [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
+    return out
+
+
+def drop_cache(paths: list[Path]) -> None:
+    """Evict these files from the page cache (flushed first: dirty pages cannot be dropped)."""
+    for f in paths:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def child(*args: str, out: Path | None = None) -> dict:
     """Run one child; ``out`` (its output directory) is cleared first so reruns work."""
     if out is not None:
         shutil.rmtree(out, ignore_errors=True)
     proc = subprocess.run([sys.executable, __file__, "_child", *args], capture_output=True, text=True, check=False)
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{args[0]} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def measure(args: list[str], inputs: list[Path], repeat: int, out: Path | None = None) -> dict:
+    """One cold run (inputs evicted from the page cache), then ``repeat`` warm runs; medians."""
+    drop_cache(inputs)
+    cold = child(*args, out=out)
+    warm = [child(*args, out=out) for _ in range(repeat)]
+    return {
+        "cold_s": cold["wall_s"], "warm_s": statistics.median(w["wall_s"] for w in warm) if warm else cold["wall_s"],
+        "peak_rss_mib": statistics.median([cold["peak_rss_mib"]] + [w["peak_rss_mib"] for w in warm]),
+        "read_bytes": cold["read_bytes"], "input_bytes": sum(f.stat().st_size for f in inputs),
+        "runs": [cold, *warm],
+    }
+
+
+def row(kind: str, tasks: int, codec: str, theirs, ours) -> dict:
+    """Both measurements (callables); a failure is recorded in the row rather than ending the run."""
+    try:
+        return {"kind": kind, "tasks": tasks, "codec": codec, "ref": theirs(), "tvstore": ours()}
+    except RuntimeError as e:
+        return {"kind": kind, "tasks": tasks, "codec": codec, "error": str(e).strip().splitlines()[-1]}
+
+
 # ---- driver -------------------------------------------------------------------------------------
 
 
-def prepare(work: Path, cfg: dict, tasks: int, codecs: list[str]) -> dict[str, Path]:
-    from tvstore.registry import Registry
+def home_name(codec: str) -> str:
+    return "home-" + codec.replace(":", "_").replace("=", "").replace(",", "_")
 
+
+def prepare(work: Path, cfg: dict, tasks: int, codecs: list[str]) -> dict[str, Path]:
+    """Base + ``tasks`` fine-tunes as checkpoints, and one SQLite registry per codec holding them all."""
     models = work / "models"
     if not (models / "base").exists():
         write_model(models / "base", cfg, None)
     for t in range(tasks):
         if not (models / f"ft{t}").exists():
             write_model(models / f"ft{t}", cfg, t)
-    homes = {}
-    for codec in codecs:
-        home = work / ("home-" + codec.replace(":", "_").replace("=", "").replace(",", "_"))
-        homes[codec] = home
-        if home.exists():
-            continue
-        with Registry.open(home=home) as reg:
-            reg.init()
-            reg.add_base("base", models / "base")
-            for t in range(tasks):
-                reg.push(f"ft{t}", models / f"ft{t}", base="base", codec=codec)
+    homes = {codec: work / home_name(codec) for codec in codecs}
+    for codec, home in homes.items():
+        push_all(home, models, tasks, codec)
     return homes
+
+
+def push_all(home: Path, models: Path, tasks: int, codec: str, database_url: str = "") -> None:
+    if (home / ".complete").exists() and not database_url:
+        return
+    with open_registry(str(home), database_url) as reg:
+        reg.init()
+        reg.add_base("base", models / "base")
+        for t in range(tasks):
+            reg.push(f"ft{t}", models / f"ft{t}", base="base", codec=codec)
+    if not database_url:
+        (home / ".complete").touch()
+
+
+def pg_schema(work: Path, create: bool) -> str:
+    """A private schema in the test database for this work folder: (re)created, or dropped."""
+    from sqlalchemy import create_engine, text
+
+    schema = "bench_merge_" + hashlib.sha256(str(work.resolve()).encode()).hexdigest()[:12]
+    engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        if create:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
 
 
 def mergekit_yaml(method: str, n: int) -> str:
@@ -243,7 +329,90 @@ def mergekit_yaml(method: str, n: int) -> str:
     return yaml.safe_dump({"merge_method": method, "base_model": "base", "models": models, "dtype": "float32"})
 
 
-def main() -> None:
+def vector_blob_files(home: Path, refs: list[str]) -> list[Path]:
+    """The database plus the blobs of the base and of ``refs`` only (what a merge of them reads)."""
+    from tvstore.db.queries import get_full_base
+
+    paths: set[Path] = set()
+    with open_registry(str(home)) as reg:
+        for ref in refs:
+            vector = reg.delta_tensors(ref)
+            for name in vector.names():
+                for comp in vector.components(name):
+                    paths.add(reg.blobs.path(comp.blob))
+                    if comp.mask_blob:
+                        paths.add(reg.blobs.path(comp.mask_blob))
+            with reg.session() as session:
+                base = get_full_base(session, vector.vector.base_id)
+                paths.update(reg.blobs.path(t.blob_digest) for t in base.tensors)
+                paths.update(reg.blobs.path(f.blob_digest) for f in base.files)
+    return sorted(paths) + [home / "registry.db"]
+
+
+def sweep(a, work: Path, homes: dict[str, Path], pg: str) -> list[dict]:
+    """mergekit vs tvstore for every method, task count and codec (and PostgreSQL for the first codec)."""
+    models, out, rows = work / "models", work / "out", []
+    for method in a.methods.split(","):
+        for n in a.task_counts:
+            recipe = work / f"{method}-{n}.yml"
+            recipe.write_text(mergekit_yaml(method, n))
+            mk_inputs = files_under(models / "base", *[models / f"ft{t}" for t in range(n)])
+            mk = measure(["mergekit", str(work), str(recipe), str(out / "mk")], mk_inputs, a.repeat, out / "mk")
+            variants = [(codec, homes[codec], "") for codec in a.codecs]
+            if pg:
+                variants.append((a.codecs[0] + " (PostgreSQL)", homes[a.codecs[0]], pg))
+            for label, home, url in variants:
+                inputs = vector_blob_files(home, [f"ft{t}" for t in range(n)])
+                args = ["tvstore", str(home), str(recipe), str(out / "tv"), url]
+                rows.append(row(method, n, label, lambda: mk, lambda: measure(args, inputs, a.repeat, out / "tv")))
+                print(f"  {method} n={n} {label}: done", flush=True)
+    return rows
+
+
+def rebuild_rows(a, work: Path, homes: dict[str, Path]) -> list[dict]:
+    """Rebuilding ft0 from each registry vs safetensors ``load_file`` of its full checkpoint."""
+    ckpt = work / "models" / "ft0"
+    load = measure(["load-full", str(ckpt)], files_under(ckpt), a.repeat)
+    rows = []
+    for codec in a.codecs:
+        inputs = vector_blob_files(homes[codec], ["ft0"])
+        rows.append(row("rebuild (memory)", 1, codec, lambda: load,
+                        lambda: measure(["rebuild", str(homes[codec]), "ft0"], inputs, a.repeat)))
+        out = work / "out" / "pull"
+        rows.append(row("pull --checkpoint", 1, codec, lambda: load,
+                        lambda: measure(["pull", str(homes[codec]), "ft0", str(out)], inputs, a.repeat, out)))
+    return rows
+
+
+def largest_tensor_mib(cfg: dict) -> float:
+    return max(torch.Size(s).numel() for _, s in llama_shapes(cfg)) * 4 / 2**20
+
+
+def scale_rows(work: Path, cfg: dict, label: str) -> list[dict]:
+    """Peak RSS of push, pull --checkpoint and a 2-way merge (lossless), for the flat-memory check."""
+    models, home = work / "models", work / "home-scale"
+    for t, seed in (("base", None), ("ft0", 0), ("ft1", 1)):
+        if not (models / t).exists():
+            write_model(models / t, cfg, seed)
+    shutil.rmtree(home, ignore_errors=True)
+    with open_registry(str(home)) as reg:
+        reg.init()
+        reg.add_base("base", models / "base")
+    rows = []
+    for t in ("ft0", "ft1"):
+        rows.append({"step": f"push {t}", **child("push", str(home), t, str(models / t))})
+    rows.append({"step": "pull --checkpoint ft0", **child("pull", str(home), "ft0", str(work / "out"), out=work / "out")})
+    recipe = work / "ta-2.yml"
+    recipe.write_text(mergekit_yaml("task_arithmetic", 2))
+    rows.append({"step": "merge task_arithmetic n=2",
+                 **child("tvstore", str(home), str(recipe), str(work / "out"), out=work / "out")})
+    params = sum(torch.Size(s).numel() for _, s in llama_shapes(cfg))
+    for r in rows:
+        r.update(model=label, params=params, largest_mib=largest_tensor_mib(cfg))
+    return rows
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--hidden", type=int, default=512)
@@ -252,53 +421,83 @@ def main() -> None:
     ap.add_argument("--tasks", default="2,4,8")
     ap.add_argument("--methods", default="task_arithmetic,ties")
     ap.add_argument("--codecs", default="lossless,quant:bits=4")
+    ap.add_argument("--repeat", type=int, default=2, help="warm runs per measurement (after one cold run)")
+    ap.add_argument("--postgres", action="store_true", help="also merge from the registry with metadata in PostgreSQL")
     ap.add_argument("--quick", action="store_true", help="tiny model, 2 tasks: checks the harness")
-    ap.add_argument("--big", action="store_true", help="~1B-parameter base (hidden 2048, 18 layers, vocab 32000)")
-    ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--big", action="store_true",
+                    help="also the flat-memory check on a ~1.2B-parameter base (hidden 2048, 18 layers): ~40 GB disk")
+    ap.add_argument("--skip-sweep", action="store_true", help="only the rebuild rows (and --big)")
+    ap.add_argument("--results", type=Path, default=RESULTS / "merge", help="writes <results>.md and .json")
     a = ap.parse_args()
     if a.quick:
-        a.hidden, a.layers, a.vocab, a.tasks = 64, 2, 256, "2"
-    if a.big:
-        a.hidden, a.layers, a.vocab = 2048, 18, 32000
+        a.hidden, a.layers, a.vocab, a.tasks, a.repeat = 64, 2, 256, "2", 1
+    a.task_counts = [int(x) for x in a.tasks.split(",")]
+    a.codecs = a.codecs.split(",")
+    return a
+
+
+BIG = {"hidden": 2048, "layers": 18, "vocab": 8000}
+
+
+def main() -> None:
+    a = parse_args()
     cfg = llama_config(a.hidden, a.layers, a.vocab)
     params = sum(torch.Size(s).numel() for _, s in llama_shapes(cfg))
-    task_counts = [int(x) for x in a.tasks.split(",")]
-    codecs = a.codecs.split(",")
     a.work.mkdir(parents=True, exist_ok=True)
-    homes = prepare(a.work, cfg, max(task_counts), codecs)
-    print(f"model: {params / 1e6:.1f}M parameters ({params * 4 / 2**20:.0f} MiB fp32)")
-    rows = []
-    for method in a.methods.split(","):
-        for n in task_counts:
-            recipe = a.work / f"{method}-{n}.yml"
-            recipe.write_text(mergekit_yaml(method, n))
-            out = a.work / "out"
-            mk_out = out / f"mk-{method}-{n}"
-            ref = measure("mergekit", str(a.work), str(recipe), str(mk_out), out=mk_out)
-            for codec in codecs:
-                tv_out = out / f"tv-{method}-{n}-{homes[codec].name}"
-                rows.append(row(method, n, codec, lambda: ref,
-                                lambda: measure("tvstore", str(homes[codec]), str(recipe), str(tv_out), out=tv_out)))
-    for codec in codecs:
-        rows.append(row("rebuild-one", 1, codec, lambda: measure("load-full", str(a.work / "models" / "ft0")),
-                        lambda: measure("rebuild", str(homes[codec]), "ft0")))
-    report([r for r in rows if "error" not in r])
+    homes = prepare(a.work, cfg, 1 if a.skip_sweep else max(a.task_counts), a.codecs)
+    pg = ""
+    if a.postgres and not a.skip_sweep:
+        pg = pg_schema(a.work, create=True)
+        push_all(homes[a.codecs[0]], a.work / "models", max(a.task_counts), a.codecs[0], pg)
+    model = f"{params / 1e6:.1f}M parameters ({params * 4 / 2**20:.0f} MiB fp32), largest tensor {largest_tensor_mib(cfg):.0f} MiB"
+    print(f"model: {model}", flush=True)
+    rows = [] if a.skip_sweep else sweep(a, a.work, homes, pg)
+    if pg:
+        pg_schema(a.work, create=False)
+    rows += rebuild_rows(a, a.work, homes)
+    scale = []
+    if a.big:
+        scale = scale_rows(a.work / "scale-small", cfg, "small")
+        scale += scale_rows(a.work / "scale-big", llama_config(**BIG), "big")
+    text = report(rows, scale, model)
+    print(text)
+    a.results.parent.mkdir(parents=True, exist_ok=True)
+    a.results.with_suffix(".md").write_text(text)
+    a.results.with_suffix(".json").write_text(json.dumps({"model": model, "rows": rows, "scale": scale}, indent=2))
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def report(rows: list[dict], scale: list[dict], model: str) -> str:
+    """Markdown tables: merges and rebuilds (ratios are tvstore / reference), then the flat-memory check."""
+    lines = [f"Model: {model}. Cold = inputs evicted from the page cache; warm = median of repeats.", "",
+             "| what | n | codec | ref cold s | tv cold s | ref warm s | tv warm s | time x (warm) | time x (cold) "
+             "| ref RSS MiB | tv RSS MiB | RSS x | ref read MiB | tv read MiB | ref input MiB | tv input MiB |",
+             "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         if "error" in r:
-            print(f"{r['method']} n={r['tasks']} {r['codec']}: FAILED: {r['error']}")
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=2))
-
-
-def report(rows: list[dict]) -> None:
-    print(f"{'method':16} {'n':>2} {'codec':16} {'mk s':>7} {'tv s':>7} {'time x':>7} "
-          f"{'mk MiB':>7} {'tv MiB':>7} {'rss x':>6} {'mk read':>9} {'tv read':>9}")
-    for r in rows:
-        mk, tv = r["mergekit"], r["tvstore"]
-        print(f"{r['method']:16} {r['tasks']:>2} {r['codec']:16} {mk['wall_s']:7.2f} {tv['wall_s']:7.2f} "
-              f"{tv['wall_s'] / mk['wall_s']:7.2f} {mk['peak_rss_mib']:7.0f} {tv['peak_rss_mib']:7.0f} "
-              f"{tv['peak_rss_mib'] / mk['peak_rss_mib']:6.2f} {mk['read_bytes'] / 2**20:8.1f}M {tv['read_bytes'] / 2**20:8.1f}M")
-    print("(rebuild-one: 'mk' columns are safetensors load_file of the full fine-tuned checkpoint)")
+            lines.append(f"| {r['kind']} | {r['tasks']} | {r['codec']} | FAILED: {r['error']} |")
+            continue
+        mk, tv = r["ref"], r["tvstore"]
+        lines.append(
+            f"| {r['kind']} | {r['tasks']} | {r['codec']} | {mk['cold_s']:.2f} | {tv['cold_s']:.2f} | "
+            f"{mk['warm_s']:.2f} | {tv['warm_s']:.2f} | {tv['warm_s'] / mk['warm_s']:.2f} | "
+            f"{tv['cold_s'] / mk['cold_s']:.2f} | {mk['peak_rss_mib']:.0f} | {tv['peak_rss_mib']:.0f} | "
+            f"{tv['peak_rss_mib'] / mk['peak_rss_mib']:.2f} | {mib(mk['read_bytes'])} | {mib(tv['read_bytes'])} | "
+            f"{mib(mk['input_bytes'])} | {mib(tv['input_bytes'])} |")
+    lines.append("")
+    lines.append("Reference: mergekit `run_merge` from full fp32 checkpoints for merges; "
+                 "`safetensors.torch.load_file` of the full fine-tuned checkpoint for rebuilds.")
+    if scale:
+        lines += ["", "Flat memory (tvstore, lossless, one child process per step):", "",
+                  "| model | params | largest tensor MiB | step | wall s | peak RSS MiB | RSS / largest tensor |",
+                  "|---|--:|--:|---|--:|--:|--:|"]
+        for s in scale:
+            lines.append(f"| {s['model']} | {s['params'] / 1e6:,.0f}M | {s['largest_mib']:.0f} | {s['step']} | "
+                         f"{s['wall_s']:.1f} | {s['peak_rss_mib']:.0f} | {s['peak_rss_mib'] / s['largest_mib']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -62,15 +62,44 @@ class EncodedComponent:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def delta(components: Sequence[Component], shape: tuple[int, ...], dtype: torch.dtype, fetch: Fetch) -> torch.Tensor:
-    """tau for one tensor: the sum of its ``add`` components (zeros if none)."""
-    out: torch.Tensor | None = None
-    for comp in components:
-        if comp.kind != ADD:
-            continue
+def delta(components: Sequence[Component], shape: tuple[int, ...], dtype: torch.dtype, fetch: Fetch,
+          out: torch.Tensor | None = None) -> torch.Tensor:
+    """tau for one tensor: the sum of its ``add`` components (zeros if none).
+
+    With ``out`` (a buffer of ``shape``, any float dtype) the sum lands there
+    and ``out`` is returned; the first plain component is decoded straight
+    into it when its codec can, so a merge's input buffer is filled without
+    an intermediate tensor.
+    """
+    adds = [c for c in components if c.kind == ADD]
+    if out is not None:
+        return _delta_into(adds, shape, dtype, fetch, out)
+    total: torch.Tensor | None = None
+    for comp in adds:
         value = comp.decode(shape, dtype, fetch)
-        out = value if out is None else out.add_(value)
-    return out if out is not None else torch.zeros(shape, dtype=dtype)
+        total = value if total is None else total.add_(value)
+    return total if total is not None else torch.zeros(shape, dtype=dtype)
+
+
+def _delta_into(adds: Sequence[Component], shape: tuple[int, ...], dtype: torch.dtype, fetch: Fetch,
+                out: torch.Tensor) -> torch.Tensor:
+    if not adds:
+        return out.zero_()
+    first, rest = adds[0], adds[1:]
+    codec = get_codec(first.codec)
+    direct = (out.dtype == dtype and out.is_contiguous() and first.mask_blob is None and first.scale == 1.0
+              and hasattr(codec, "decode_into"))
+    if direct:
+        codec.decode_into(fetch(first.blob), out)
+    else:
+        out.copy_(first.decode(shape, dtype, fetch))
+    if rest:  # summed in the stored dtype first, as delta() does, then converted once
+        total = out if out.dtype == dtype else out.to(dtype)
+        for comp in rest:
+            total.add_(comp.decode(shape, dtype, fetch))
+        if total is not out:
+            out.copy_(total)
+    return out
 
 
 def rebuild(base: torch.Tensor, components: Sequence[Component], fetch: Fetch, in_place: bool = False) -> torch.Tensor:

@@ -103,6 +103,11 @@ class VectorSource(_Rows, Mapping[str, torch.Tensor]):
         info = self.info(name)
         return delta(self.components(name), info.shape, info.dtype, self.fetch(name))
 
+    def get_into(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        """``out.copy_(get(name))`` without the intermediate tensor where the codec allows."""
+        info = self.info(name)
+        return delta(self.components(name), info.shape, info.dtype, self.fetch(name), out)
+
     def rebuild(self, name: str, base: torch.Tensor, in_place: bool = False) -> torch.Tensor:
         """theta for one tensor: base plus this vector's components (exact for exact codecs).
 

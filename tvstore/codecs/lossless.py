@@ -42,11 +42,25 @@ class Lossless(Codec):
         return framing.pack(_VERSION, header, planes.rotated_planes(bits, rotate), self.level, probe=True)
 
     def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
+        n = 1
+        for d in shape:
+            n *= d
+        out = np.empty(n * dtype.itemsize, dtype=np.uint8)  # numpy memory: huge pages for large tensors
+        return planes.from_uint(self._join(data, out), shape, dtype)
+
+    def decode_into(self, data: bytes, out: torch.Tensor) -> torch.Tensor:
+        """Decode straight into ``out`` (contiguous, of the stored dtype and size): no allocation, no copy."""
+        if not out.is_contiguous():
+            raise ValueError("decode_into needs a contiguous output tensor")
+        self._join(data, out.reshape(-1).view(torch.uint8).numpy())
+        return out
+
+    def _join(self, data: bytes, out: np.ndarray) -> np.ndarray:
         version, header, sections = framing.unpack_views(data)
         if version != _VERSION:
             raise ValueError(f"lossless payload version {version} is newer than this tvstore")
         width, rotated = struct.unpack("<BB", header)
         n = len(sections[0]) if sections else 0
-        out = np.empty(n * width, dtype=np.uint8)  # numpy memory: huge pages for large tensors
-        bits = planes.join_rotated(sections, width, bool(rotated), out)
-        return planes.from_uint(bits, shape, dtype)
+        if out.nbytes != n * width:
+            raise ValueError(f"lossless payload holds {n * width} bytes, the output has {out.nbytes}")
+        return planes.join_rotated(sections, width, bool(rotated), out)
