@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,17 +248,31 @@ def merge_rows_for(ctx: Context, spec: str, stored: StoredSet) -> list[Row]:
     return rows
 
 
-def merge_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable], codecs: list[str]) -> list[Row]:
-    """The merge table: every method from fp32 and from each chosen codec, with ratio to the fp32 merge."""
+def merge_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable], codecs: list[str],
+               checkpoint: Callable[[list[Row]], None] = lambda rows: None) -> list[Row]:
+    """The merge table: every method from fp32 and from each chosen codec, with ratio to the fp32 merge.
+
+    ``checkpoint`` is called after each codec's rows, so a long run that dies
+    late still leaves the rows it measured on disk.
+    """
     rows: list[Row] = []
     for spec in codecs:
-        if isinstance(stored[spec], StoredSet):
-            rows += merge_rows_for(ctx, spec, stored[spec])
+        try:
+            rows += merge_rows_for(ctx, spec, stored[spec])  # type: ignore[arg-type]
+        except Exception as error:  # noqa: BLE001  e.g. the registry changed under a long run
+            reason = f"{type(error).__name__}: {error}"
+            rows += [{"method": m.label, "codec": spec, "status": NA, "reason": reason} for m in ctx.settings.merges]
+        add_vs_fp32(rows)
+        checkpoint(rows)
+    return rows
+
+
+def add_vs_fp32(rows: list[Row]) -> None:
+    """Each merge's average accuracy relative to the same method merged from fp32 vectors."""
     fp32 = {r["method"]: r["avg_accuracy"] for r in rows if r["codec"] == FP32 and r["status"] == "ok"}
     for row in rows:
         if row["status"] == "ok" and fp32.get(row["method"]):
             row["vs_fp32_merge"] = row["avg_accuracy"] / fp32[row["method"]]
-    return rows
 
 
 # ---- the run ----------------------------------------------------------------------------------
@@ -284,6 +299,15 @@ def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, finetune_cache
     """The whole harness; returns what it writes to ``out_dir/eval_results.json``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     ctx = prepare(settings, work_dir, finetune_cache, base_dir)
+
+    def results(individual: list[Row], merges: list[Row], complete: bool) -> dict[str, Any]:
+        ctx.timings["total"] = round(time.perf_counter() - ctx.started, 1)
+        return {
+            "settings": asdict(settings), "tasks": list(ctx.tasks), "fp32": ctx.reference, "complete": complete,
+            "individual": individual, "merges": merges, "summary": summary(individual, merges),
+            "timings_s": dict(ctx.timings), "torch_threads": torch.get_num_threads(),
+        }
+
     try:
         since = time.perf_counter()
         ctx.reference = reference_accuracy(ctx)
@@ -292,21 +316,18 @@ def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, finetune_cache
         since = ctx.mark("push", since)
         individual = individual_rows(ctx, stored)
         since = ctx.mark("individual", since)
-        merges = merge_rows(ctx, stored, merge_codecs(ctx, individual))
+        write_outputs(results(individual, [], False), out_dir)
+        merges = merge_rows(ctx, stored, merge_codecs(ctx, individual),
+                            checkpoint=lambda rows: write_outputs(results(individual, rows, False), out_dir))
         ctx.mark("merges", since)
     finally:
         ctx.registry.close()
-    ctx.timings["total"] = round(time.perf_counter() - ctx.started, 1)
-    results = {
-        "settings": asdict(settings), "tasks": list(ctx.tasks), "fp32": ctx.reference,
-        "individual": individual, "merges": merges, "summary": summary(individual, merges), "timings_s": ctx.timings,
-        "torch_threads": torch.get_num_threads(),
-    }
-    write_outputs(results, out_dir, settings)
-    return results
+    final = results(individual, merges, True)
+    write_outputs(final, out_dir)
+    return final
 
 
-def write_outputs(results: dict[str, Any], out_dir: Path, settings: HarnessSettings) -> None:
+def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
     """eval_results.json, eval_accuracy_vs_bytes.png, eval_tables.md (prefixed: other benchmarks share the folder)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval_results.json").write_text(json.dumps(results, indent=2, default=str))

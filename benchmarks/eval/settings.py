@@ -79,7 +79,7 @@ MERGES: tuple[MergeSetting, ...] = (
 
 #: merges are built from fp32 vectors and, per codec family, from its smallest-footprint setting
 #: (three families keep the full run under 20 minutes on 2 cores; add more here)
-MERGE_FAMILIES: tuple[str, ...] = ("quant", "rtvq", "ternary")
+MERGE_FAMILIES: tuple[str, ...] = ("ternary", "quant", "rtvq")
 
 #: published operating points marked on the plot (bits per parameter)
 PUBLISHED_POINTS: tuple[tuple[str, float], ...] = (
