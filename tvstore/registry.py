@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from tvstore.bases import add_base
 from tvstore.blobs import BlobStore, open_blob_store
@@ -221,13 +221,16 @@ class Registry:
         """Vectors, newest version of each name (or every version), sorted by name."""
         self.check_schema()
         with self.session() as session:
-            query = select(TaskVector).order_by(TaskVector.name, TaskVector.version)
+            query = select(TaskVector).options(joinedload(TaskVector.base)).order_by(TaskVector.name, TaskVector.version)
             if name is not None:
                 query = query.where(TaskVector.name == check_name(name))
+            if not all_versions:  # newest per name, chosen by the database (uses the (name, version) index)
+                newest = select(TaskVector.name, func.max(TaskVector.version).label("version")).group_by(TaskVector.name)
+                if name is not None:
+                    newest = newest.where(TaskVector.name == name)
+                sub = newest.subquery()
+                query = query.join(sub, (TaskVector.name == sub.c.name) & (TaskVector.version == sub.c.version))
             vectors = list(session.scalars(query))
-            if not all_versions:
-                newest = {v.name: v for v in vectors}
-                vectors = list(newest.values())
             tags = self._tags_by_vector(session)
             return [VectorInfo.of(v, tags.get(v.id, [])) for v in vectors]
 
