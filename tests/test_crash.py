@@ -5,7 +5,7 @@ forks the pushers after one import of tvstore). Most points are random
 delays after the start line, spread uniformly over a calibrated push's
 duration, so they land during blob writes, between the blobs and the
 commit, and during the commit; a few are deterministic (see
-``push_driver.HOOKS``): before the first/middle/last blob put, with a blob
+``push_driver.install_hook``): before the first/middle/last blob put, with a blob
 in its temporary file, with the blob rows claimed, with the vector rows
 flushed, at the COMMIT call, and just after it. Pushers run in waves of
 ``WAVE`` at once, all pushing the same name, so versions contend too.
