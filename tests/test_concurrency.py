@@ -179,10 +179,19 @@ def test_a_re_put_between_gcs_age_check_and_delete_makes_the_push_fail_cleanly(
                 outcome["error"] = exc
 
     thread = threading.Thread(target=push_now)
+    committing = threading.Event()
+    push_claim = record_module.claim_blobs
+
+    def announce_then_claim(session, sizes):  # noqa: ANN001, ANN202 - the push's claim, which will wait
+        committing.set()
+        return push_claim(session, sizes)
+
+    monkeypatch.setattr(record_module, "claim_blobs", announce_then_claim)
 
     def race() -> None:  # gc has just read an old age under its claim: the push re-puts and tries to commit
         thread.start()
-        thread.join(timeout=3)  # it blocks on gc's claim
+        outcome["reached_commit"] = committing.wait(timeout=120)  # its blobs are (re-)put by now
+        thread.join(timeout=1.0)  # and it waits on gc's claim
         outcome["blocked"] = thread.is_alive()
 
     with _open(team) as reg:
@@ -207,9 +216,9 @@ def test_a_re_put_between_gcs_age_check_and_delete_makes_the_push_fail_cleanly(
         monkeypatch.setattr(gc_module, "claim_blobs", claim)
         monkeypatch.setattr(type(blobs), "modified", modified_then_race)
         reg.gc(grace_seconds=1)
-        monkeypatch.undo()
         thread.join(timeout=60)
-        assert outcome["blocked"] is True
+        monkeypatch.undo()
+        assert (outcome["reached_commit"], outcome["blocked"]) == (True, True)
         assert isinstance(outcome.get("error"), BlobVanishedError), outcome
         assert "removed from" in str(outcome["error"]) and "push again" in str(outcome["error"])
         assert reg.list() == []
