@@ -36,8 +36,9 @@ def gc(
         emit_json(report.to_dict())
         return
     verb = "would remove" if dry_run else "removed"
+    leftovers = f" and {report.temporaries} temporary files of interrupted writes" if report.temporaries else ""
     out.print(
-        f"{verb} {len(report.swept)} blobs ({human_bytes(report.swept_bytes)}); "
+        f"{verb} {len(report.swept)} blobs ({human_bytes(report.swept_bytes)}){leftovers}; "
         f"{report.referenced} referenced, {report.kept_young} unreferenced but younger than the grace period",
         highlight=False,
     )

@@ -69,6 +69,7 @@ def collect_garbage(
     session.rollback()  # end the read transaction: each sweep below is a transaction of its own
     if dry_run:
         _report_dry(session, blobs, candidates, report)
+        report.temporaries = _sweep_temporaries(blobs, cutoff, dry_run=True)
         return report
     for start in range(0, len(candidates), SWEEP_CHUNK):
         _sweep(session, blobs, candidates[start : start + SWEEP_CHUNK], cutoff, report)
@@ -76,8 +77,8 @@ def collect_garbage(
     return report
 
 
-def _sweep_temporaries(blobs: BlobStore, cutoff: float) -> int:
-    """Remove a local store's ``objects/ab/.*.tmp`` files last written before ``cutoff``.
+def _sweep_temporaries(blobs: BlobStore, cutoff: float, dry_run: bool = False) -> int:
+    """Remove (or count) a local store's ``objects/ab/.*.tmp`` files last written before ``cutoff``.
 
     A write renames its temporary file into place when done, so an old one
     was left by a process that died mid-write; a young one may be a write in
@@ -90,7 +91,8 @@ def _sweep_temporaries(blobs: BlobStore, cutoff: float) -> int:
     for path in blobs.objects.glob("*/.*.tmp"):
         try:
             if path.stat().st_mtime < cutoff:
-                path.unlink()
+                if not dry_run:
+                    path.unlink()
                 removed += 1
         except FileNotFoundError:
             continue  # finished (renamed) or removed by another gc meanwhile
