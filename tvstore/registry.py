@@ -332,7 +332,9 @@ class Registry:
         else:
             plan = CodecPlan.parse(codec, codec_rules)
             pending = encode_merge(name, merger, BaseSource(base_row, self.blobs), self.blobs, plan, self.progress)
-        vector = commit_vector(self.session, pending, base_row, {}, merge_edges(parsed, vectors), recipe=pinned(parsed, vectors))
+        vector = commit_vector(
+            self.session, pending, base_row, {}, merge_edges(parsed, vectors), recipe=pinned(parsed, vectors), blobs=self.blobs
+        )
         return self.show(f"{vector.name}@{vector.version}")
 
     # ---- pull ---------------------------------------------------------------------------
