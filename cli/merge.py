@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-from tvstore.checkpoint.dtypes import dtype_from_name
 from tvstore.cli.context import registry
 from tvstore.cli.output import emit_json, out
 from tvstore.errors import UsageError
@@ -34,6 +33,8 @@ def merge(
     if out_dir is not None:
         if codec or codec_for:
             raise UsageError("--codec applies to --save-as only")
+        from tvstore.checkpoint.dtypes import dtype_from_name  # imports torch: only when merging
+
         written = reg.merge_to_dir(recipe, out_dir, parse_size(shard_size), dtype_from_name(dtype) if dtype else None)
         emit_json({"out": str(written)}) if json else out.print(f"wrote merged model to {written}", highlight=False)
         return

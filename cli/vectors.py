@@ -11,8 +11,7 @@ from tvstore.cli.context import registry
 from tvstore.cli.output import emit_json, fmt_float, fmt_ratio, human_bytes, lineage_tree, out, table
 from tvstore.errors import UsageError
 from tvstore.info import VectorInfo
-from tvstore.push import parse_meta
-from tvstore.units import parse_size
+from tvstore.units import parse_meta, parse_size
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 

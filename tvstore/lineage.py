@@ -10,6 +10,12 @@ from sqlalchemy.orm import Session
 
 from tvstore.db.models import LineageEdge, TaskVector
 
+FINETUNED_FROM = "finetuned-from"
+DIFFERENCE_OF = "difference-of"
+COMPRESSED_FROM = "compressed-from"
+MERGED_FROM = "merged-from"
+RELATIONS = (FINETUNED_FROM, DIFFERENCE_OF, COMPRESSED_FROM, MERGED_FROM)
+
 
 @dataclass
 class LineageNode:

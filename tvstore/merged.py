@@ -26,7 +26,8 @@ from tvstore.merge import Merger, Recipe, load_recipe, materialize
 from tvstore.parallel import ordered_map
 from tvstore.progress import Progress, no_progress
 from tvstore.push import PendingVector, store_tensor
-from tvstore.record import MERGED_FROM, EdgeFactory
+from tvstore.lineage import MERGED_FROM
+from tvstore.record import EdgeFactory
 from tvstore.refs import Ref
 from tvstore.sources import BaseSource, VectorSource
 

@@ -3,6 +3,12 @@
 Tensor work (zstd, torch ops, hashing, blob I/O) releases the GIL, so threads
 use every core; the window bounds how many results wait in memory, which
 keeps peak memory proportional to the window, not to the model.
+
+Worker threads run torch ops single-threaded: the threads over tensors
+already fill every core, and an OpenMP team per worker on top oversubscribes
+them. On a busy machine that is ruinous, because each op's barrier waits for
+a descheduled team member: a 1M-element ``add_`` took 4-8 ms with two
+intra-op threads and 0.1-0.2 ms with one (2 shared cores, load 5).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -21,6 +28,30 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def _one_torch_thread() -> None:
+    """Thread-pool initializer: this worker's torch ops run on its own thread only."""
+    import torch  # not at module level: metadata-only commands never need torch
+
+    torch.set_num_threads(1)
+
+
+@contextmanager
+def tensor_pool(workers: int, prefix: str) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool whose workers run torch single-threaded; the caller's setting is restored after.
+
+    ``torch.set_num_threads`` also sets the default for threads that start
+    later, so the caller's count is put back when the pool closes.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix, initializer=_one_torch_thread) as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(before)
+
+
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, window: int | None = None) -> Iterator[R]:
     """``map(fn, items)`` on a thread pool, results in input order, at most ``window`` in flight."""
     workers = workers or default_workers()
@@ -29,7 +60,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = 
         return
     window = window or 2 * workers
     pending: deque[Future[R]] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tvstore") as pool:
+    with tensor_pool(workers, "tvstore") as pool:
         try:
             for item in items:
                 pending.append(pool.submit(fn, item))

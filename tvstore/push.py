@@ -23,7 +23,7 @@ from tvstore.checkpoint import Checkpoint, open_checkpoint
 from tvstore.checkpoint.digest import manifest_digest, tensor_digest
 from tvstore.codecs.plan import CodecPlan
 from tvstore.encode import ABSENT, EncodedTensor, encode_delta, encode_extra
-from tvstore.errors import InvalidCheckpointError, UsageError
+from tvstore.errors import InvalidCheckpointError
 from tvstore.metrics import ErrorStats
 from tvstore.parallel import ordered_map
 from tvstore.progress import Progress, no_progress
@@ -228,14 +228,3 @@ def _run(work, names: list[str], pending: PendingVector, digests: list, progress
             if digest:
                 digests.append((stored.name, digest))
             advance(1)
-
-
-def parse_meta(items: list[str]) -> dict[str, str]:
-    """``["task=sst2", "lr=2e-5"]`` to a dict; a usage error names a malformed item."""
-    meta = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise UsageError(f"bad --meta {item!r}: expected key=value")
-        meta[key.strip()] = value
-    return meta

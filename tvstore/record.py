@@ -26,13 +26,9 @@ from tvstore.blobs import BlobStore
 from tvstore.checkpoint.dtypes import dtype_name
 from tvstore.db.models import BaseModel, ComponentRow, LineageEdge, Mask, TaskVector, VectorTensor
 from tvstore.db.queries import next_version
+from tvstore.lineage import DIFFERENCE_OF, FINETUNED_FROM
 from tvstore.push import PendingVector, StoredTensor
 
-FINETUNED_FROM = "finetuned-from"
-DIFFERENCE_OF = "difference-of"
-COMPRESSED_FROM = "compressed-from"
-MERGED_FROM = "merged-from"
-RELATIONS = (FINETUNED_FROM, DIFFERENCE_OF, COMPRESSED_FROM, MERGED_FROM)
 
 MAX_ATTEMPTS = 50
 #: the unique constraint on (name, version), as PostgreSQL and SQLite name it in their errors

@@ -9,45 +9,47 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from tvstore.bases import add_base
 from tvstore.blobs import BlobStore, open_blob_store
 from tvstore.blobs.cache import without_cache
-from tvstore.checkpoint.writer import DEFAULT_SHARD_BYTES
-from tvstore.codecs.plan import CodecPlan
 from tvstore.config import Location
 from tvstore.db import migrate
 from tvstore.db.engine import make_engine
-from tvstore.db.models import BaseModel, Mask, Tag, TaskVector, ComponentRow, VectorTensor, LineageEdge
+from tvstore.db.models import BaseModel, ComponentRow, LineageEdge, Mask, Tag, TaskVector, VectorTensor
 from tvstore.db.queries import get_base, get_full_base, get_full_vector, get_vector
 from tvstore.errors import AlreadyExistsError, SchemaError, TvstoreError, UsageError
 from tvstore.gc import DEFAULT_GRACE_SECONDS, GcReport, collect_garbage
 from tvstore.info import BaseInfo, TensorSummary, VectorInfo
-from tvstore.lineage import LineageNode, ancestors, descendants, label
+from tvstore.lineage import COMPRESSED_FROM, MERGED_FROM, LineageNode, ancestors, descendants, label
 from tvstore.progress import Progress, no_progress
-from tvstore.pull import pull_checkpoint, pull_vector
-from tvstore.merge import LazyMerged, Merger, Recipe, load_recipe
-from tvstore.merged import RecipeSource, bind, encode_merge, merge_edges, open_recipe_vector, pinned, write_merge
-from tvstore.pull import side_files
-from tvstore.push import PendingVector, push_difference, push_finetune
-from tvstore.checkpoint.peft import is_adapter_dir
-from tvstore.pack import PackSpec, pack_group
-from tvstore.push_adapter import push_adapter
-from tvstore.record import COMPRESSED_FROM, MERGED_FROM, EdgeFactory, commit_vector, commit_vectors, source_edges
 from tvstore.refs import LATEST, check_name, parse_ref
-from tvstore.sources import BaseSource, VectorSource
+from tvstore.units import DEFAULT_SHARD_BYTES
 from tvstore.verify import VerifyReport, verify_registry
 
+# Tensor work (push, pull, merge, pack) imports torch and the codecs on first
+# use, inside the methods below, so metadata commands (ls, show, lineage, tag,
+# rm, gc, verify) start in a fraction of the time.
+if TYPE_CHECKING:
+    import torch
+
+    from tvstore.codecs.plan import CodecPlan
+    from tvstore.merge import LazyMerged, Merger, Recipe
+    from tvstore.merged import RecipeSource
+    from tvstore.push import PendingVector
+    from tvstore.record import EdgeFactory
+    from tvstore.sources import VectorSource
+
 PathLike = str | os.PathLike[str]
-RecipeLike = str | os.PathLike[str] | dict[str, Any] | Recipe
+RecipeLike = "str | os.PathLike[str] | dict[str, Any] | Recipe"
 
 
 def _recipe(recipe: RecipeLike) -> Recipe:
+    from tvstore.merge import Recipe, load_recipe
+
     return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
 
 
@@ -140,6 +142,8 @@ class Registry:
     # ---- bases --------------------------------------------------------------------------
 
     def add_base(self, name: str, path: PathLike) -> BaseInfo:
+        from tvstore.bases import add_base
+
         check_name(name, "base name")
         self.check_schema()
         with self.session() as session, session.begin():
@@ -185,6 +189,12 @@ class Registry:
         to_checkpoint: PathLike | None = None,
     ) -> VectorInfo:
         """Store ``finetuned - base``, or ``to_checkpoint - from_checkpoint``, as a new version of ``name``."""
+        from tvstore.checkpoint.peft import is_adapter_dir
+        from tvstore.codecs.plan import CodecPlan
+        from tvstore.push import push_difference, push_finetune
+        from tvstore.push_adapter import push_adapter
+        from tvstore.sources import BaseSource
+
         check_name(name, "task vector name")
         plan = codec if isinstance(codec, CodecPlan) else CodecPlan.parse(codec, codec_rules)
         if finetuned is None and (from_checkpoint is None or to_checkpoint is None):
@@ -206,6 +216,8 @@ class Registry:
         return self._commit(pending, base_row, meta or {})
 
     def _commit(self, pending: PendingVector, base_row: BaseModel, meta: dict[str, Any]) -> VectorInfo:
+        from tvstore.record import commit_vector, source_edges
+
         vector = commit_vector(self.session, pending, base_row, meta, source_edges(pending), blobs=self.blobs)
         return self.show(f"{vector.name}@{vector.version}")
 
@@ -265,6 +277,9 @@ class Registry:
 
     def delta_tensors(self, ref: str) -> VectorSource | RecipeSource:
         """A lazy mapping ``name -> tau`` (extra tensors map to their values)."""
+        from tvstore.merged import open_recipe_vector
+        from tvstore.sources import VectorSource
+
         self.check_schema()
         with self.session() as session:
             vector = get_full_vector(session, ref)
@@ -273,6 +288,8 @@ class Registry:
             return VectorSource(vector, self.blobs)
 
     def _stored_vector(self, ref: str) -> VectorSource:
+        from tvstore.sources import VectorSource
+
         with self.session() as session:
             vector = get_full_vector(session, ref)
             if vector.num_tensors == 0 and vector.recipe is not None:
@@ -288,6 +305,9 @@ class Registry:
         ``params`` override its parameters (``bits``, ``lambda``, ``shared``, ...).
         All new versions commit together; the old ones stay until removed.
         """
+        from tvstore.pack import PackSpec, pack_group
+        from tvstore.record import commit_vectors
+
         spec = PackSpec.parse(codec, **params)
         self.check_schema()
         sources = [self._stored_vector(ref) for ref in refs]
@@ -302,18 +322,25 @@ class Registry:
 
     def merger(self, recipe: RecipeLike, dtype: torch.dtype | None = None) -> Merger:
         """Bind a recipe (YAML text, file, dict or ``Recipe``) to this registry's vectors."""
+        from tvstore.merged import bind
+
         self.check_schema()
         with self.session() as session:
             return bind(session, self.blobs, _recipe(recipe), self._stored_vector, dtype)[0]
 
     def merge(self, recipe: RecipeLike, dtype: torch.dtype | None = None) -> LazyMerged:
         """A lazy ``Mapping[name, tensor]`` of the merged model; each access computes one tensor."""
+        from tvstore.merge import LazyMerged
+
         return LazyMerged(self.merger(recipe, dtype))
 
     def merge_to_dir(
         self, recipe: RecipeLike, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES, dtype: torch.dtype | None = None
     ) -> Path:
         """Write the merged model as a Hugging Face directory (base side files copied)."""
+        from tvstore.merged import write_merge
+        from tvstore.pull import side_files
+
         merger = self.merger(recipe, dtype)
         with self.session() as session:
             base = get_full_base(session, get_base(session, merger.recipe.recipe.base.name).id)
@@ -321,6 +348,12 @@ class Registry:
 
     def save_merge(self, name: str, recipe: RecipeLike, codec: str | None = None, codec_rules: tuple[str, ...] = ()) -> VectorInfo:
         """Register a merge as a task vector: its recipe (rebuilt on read), or with ``codec`` its encoded deltas."""
+        from tvstore.codecs.plan import CodecPlan
+        from tvstore.merged import bind, encode_merge, merge_edges, pinned
+        from tvstore.push import PendingVector
+        from tvstore.record import commit_vector
+        from tvstore.sources import BaseSource
+
         check_name(name, "task vector name")
         parsed = _recipe(recipe)
         self.check_schema()
@@ -341,10 +374,15 @@ class Registry:
 
     def pull(self, ref: str, out: PathLike) -> Path:
         """Write the task vector (tau and extra tensors) as one ``.safetensors`` file."""
+        from tvstore.pull import pull_vector
+
         return pull_vector(self.delta_tensors(ref), Path(out), self.progress)
 
     def pull_checkpoint(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
         """Rebuild base + vector as a Hugging Face directory ``transformers`` can load."""
+        from tvstore.pull import pull_checkpoint
+        from tvstore.sources import BaseSource
+
         vector = self.delta_tensors(ref)
         with self.session() as session:
             base_row = get_full_base(session, vector.vector.base_id)

@@ -1,8 +1,10 @@
-"""Sizes and durations as people type them: ``500MB``, ``5GB``, ``90s``, ``1h``."""
+"""What people type on a command line: sizes (``500MB``), durations (``1h``), ``key=value`` metadata."""
 
 from __future__ import annotations
 
 from tvstore.errors import UsageError
+
+DEFAULT_SHARD_BYTES = 5 * 1024**3  # Hugging Face's own default shard size
 
 _SIZES = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4, "B": 1}
 _DURATIONS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -35,3 +37,14 @@ def parse_size(text: str) -> int:
 def parse_duration(text: str) -> float:
     """Seconds from ``"90s"``, ``"30m"``, ``"1h"``, ``"2d"`` or ``"0"``."""
     return _number_with_unit(text, _DURATIONS, "duration", "30m, 1h or 0")
+
+
+def parse_meta(items: list[str]) -> dict[str, str]:
+    """``["task=sst2", "lr=2e-5"]`` to a dict; a usage error names a malformed item."""
+    meta = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"bad --meta {item!r}: expected key=value")
+        meta[key.strip()] = value
+    return meta
