@@ -126,17 +126,22 @@ class Registry:
         migrate.upgrade(self.engine)
         return migrate.head_revision(self.engine)
 
-    def schema_revision(self) -> tuple[str | None, str]:
+    def _missing_sqlite_file(self) -> str | None:
+        """The SQLite file path if it does not exist (connecting would create an empty one)."""
         database = self.engine.url.database
         if self.engine.url.get_backend_name() == "sqlite" and database and not Path(database).exists():
-            return None, migrate.head_revision(self.engine)
-        return migrate.current_revision(self.engine), migrate.head_revision(self.engine)
+            return database
+        return None
+
+    def schema_revision(self) -> tuple[str | None, str]:
+        current = None if self._missing_sqlite_file() else migrate.current_revision(self.engine)
+        return current, migrate.head_revision(self.engine)
 
     def check_schema(self) -> None:
         """Raise a ``SchemaError`` naming the command to run unless the schema is current."""
-        database = self.engine.url.database
-        if self.engine.url.get_backend_name() == "sqlite" and database and not Path(database).exists():
-            raise SchemaError(f"no registry at {database}: run `tvstore init`")
+        missing = self._missing_sqlite_file()
+        if missing:
+            raise SchemaError(f"no registry at {missing}: run `tvstore init`")
         migrate.check_schema(self.engine)
 
     # ---- bases --------------------------------------------------------------------------
