@@ -7,7 +7,8 @@ It is itself a ``TensorSource``, so merged models can be written by the
 checkpoint writer or fed to another merge.
 
 ``materialize`` yields ``(name, theta)`` in order, computing a few tensors
-ahead on a small thread pool (torch kernels release the GIL). At most
+ahead on a small thread pool (torch kernels release the GIL; each worker runs
+torch single-threaded, see :mod:`tvstore.parallel`). At most
 ``workers + lookahead`` tensors are in flight; each decodes its inputs' taus
 straight into one stacked fp32 buffer that the method reuses, plus the base,
 a sign mask and the result, so peak memory is about (inputs + 3) x largest
@@ -27,13 +28,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from tvstore.checkpoint.reader import TensorInfo
 from tvstore.errors import TvstoreError, UsageError
+from tvstore.parallel import tensor_pool
 from tvstore.merge.recipe import Recipe, ResolvedRecipe
 
 
@@ -177,7 +179,7 @@ def materialize(merger: Merger, *, workers: int = 2, lookahead: int = 1) -> Iter
             yield name, merger.get(name)
         return
     window = workers + max(0, lookahead)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tvstore-merge") as pool:
+    with tensor_pool(workers, "tvstore-merge") as pool:
         pending: deque[tuple[str, Future[torch.Tensor]]] = deque()
         todo = iter(names)
         try:
