@@ -6,6 +6,7 @@ stores what it returns.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -59,24 +60,31 @@ def exactness_fix(target: torch.Tensor, base: torch.Tensor, tau: torch.Tensor) -
     fine-tune is bit-exact.
     """
     rebuilt = base + tau
-    miss = _bits(rebuilt) != _bits(target)
-    if not bool(miss.any()):
+    if torch.equal(_bits(rebuilt), _bits(target)):  # the usual case: one comparison pass, no mask
         return None
+    miss = _bits(rebuilt) != _bits(target)
     values = torch.where(miss, target, torch.zeros((), dtype=target.dtype))
     return EncodedComponent(_LOSSLESS.get_config(), _LOSSLESS.encode(values), mask=encode_mask(miss), kind=FIX)
 
 
-def check_finite(name: str, tensor: torch.Tensor, what: str) -> None:
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-        bad = int((~torch.isfinite(tensor)).sum())
-        raise InvalidCheckpointError(f"tensor {name!r}: {what} has {bad} NaN/Inf value(s)")
+def check_finite(name: str, tensor: torch.Tensor, what: str, sum_of_squares: float | None = None) -> None:
+    """Refuse NaN/Inf. A finite float64 sum of squares (often computed anyway) proves it in no extra pass."""
+    if not tensor.is_floating_point():
+        return
+    if sum_of_squares is None:
+        sum_of_squares = float(torch.sum(tensor.float() * tensor.float(), dtype=torch.float64))
+    if math.isfinite(sum_of_squares):
+        return
+    bad = int((~torch.isfinite(tensor)).sum())
+    raise InvalidCheckpointError(f"tensor {name!r}: {what} has {bad} NaN/Inf value(s)")
 
 
 def encode_delta(
     name: str, tau: torch.Tensor, codec: Codec | AutoCodec, exact_target: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> EncodedTensor:
     """Encode ``tau``; with ``exact_target=(target, base)`` an exact codec also gets a fix-up."""
-    check_finite(name, tau, "the delta")
+    exact_stats = ErrorStats.of(tau, tau)
+    check_finite(name, tau, "the delta", exact_stats.ref_sq)
     if isinstance(codec, AutoCodec):
         codec, payload, _ = codec.choose(tau)
     else:
@@ -87,16 +95,16 @@ def encode_delta(
         fix = exactness_fix(exact_target[0], exact_target[1], decoded)
         if fix is not None:
             components.append(fix)
-    return EncodedTensor(
-        name, DELTA, tau.dtype, tuple(tau.shape), codec.get_config(), components, ErrorStats.of(tau, decoded)
-    )
+    stats = exact_stats if decoded is tau else ErrorStats.of(tau, decoded)
+    return EncodedTensor(name, DELTA, tau.dtype, tuple(tau.shape), codec.get_config(), components, stats)
 
 
 def encode_extra(name: str, tensor: torch.Tensor) -> EncodedTensor:
     """A tensor the base lacks (a task head): stored whole and exact."""
-    check_finite(name, tensor, "the extra tensor")
+    stats = ErrorStats.of(tensor, tensor)
+    check_finite(name, tensor, "the extra tensor", stats.ref_sq)
     payload = _LOSSLESS.encode(tensor)
     comp = EncodedComponent(_LOSSLESS.get_config(), payload)
     return EncodedTensor(
-        name, EXTRA, tensor.dtype, tuple(tensor.shape), _LOSSLESS.get_config(), [comp], ErrorStats.of(tensor, tensor)
+        name, EXTRA, tensor.dtype, tuple(tensor.shape), _LOSSLESS.get_config(), [comp], stats
     )

@@ -24,9 +24,18 @@ class ErrorStats:
 
     @classmethod
     def of(cls, exact: torch.Tensor, approx: torch.Tensor) -> ErrorStats:
-        x = exact.detach().reshape(-1).to(torch.float64)
-        y = approx.detach().reshape(-1).to(torch.float64)
-        return cls(float(x @ x), float(y @ y), float((x - y) @ (x - y)), float(x @ y))
+        """Products in the tensors' own precision, sums accumulated in float64.
+
+        An exact reconstruction (``approx is exact``) costs one pass, not four.
+        """
+        x = exact.detach().reshape(-1)
+        if approx is exact:
+            sq = _sum_of(x, x)
+            return cls(sq, sq, 0.0, sq)
+        y = approx.detach().reshape(-1)
+        if not x.is_floating_point() or x.dtype != y.dtype or x.element_size() < 4:
+            x, y = x.float(), y.float()  # half precision products would round too coarsely
+        return cls(_sum_of(x, x), _sum_of(y, y), _sum_of(x - y, x - y), _sum_of(x, y))
 
     def __iadd__(self, other: ErrorStats) -> ErrorStats:
         self.ref_sq += other.ref_sq
@@ -50,6 +59,12 @@ class ErrorStats:
         if self.ref_sq == 0.0 or self.rec_sq == 0.0:
             return 0.0
         return self.dot / math.sqrt(self.ref_sq * self.rec_sq)
+
+
+def _sum_of(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.element_size() < 4 or not a.is_floating_point():
+        a, b = a.float(), b.float()
+    return float(torch.sum(a * b, dtype=torch.float64))
 
 
 def rel_l2(exact: torch.Tensor, approx: torch.Tensor) -> float:
