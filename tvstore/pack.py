@@ -23,7 +23,7 @@ import torch
 from tvstore.blobs import BlobStore
 from tvstore.codecs import parse_codec_spec
 from tvstore.codecs.emr import emr_pack
-from tvstore.codecs.rtvq import DEFAULT_PAIRS, allocate_bits, rtvq_candidates, rtvq_pack
+from tvstore.codecs.rtvq import DEFAULT_PAIRS, choose_pairs, rtvq_candidates, rtvq_pack
 from tvstore.codecs.tall import DEFAULT_LAMBDA, tall_pack
 from tvstore.codecs.plan import CodecPlan
 from tvstore.components import EncodedComponent, delta_of_encoded
@@ -129,15 +129,10 @@ def allocate(sources: Sequence[VectorSource], names: list[str], spec: PackSpec, 
             cands[name] = rtvq_candidates(taus, DEFAULT_PAIRS, gran, gsize)
             sizes[name] = taus[0].numel()
             advance(1)
-    tasks, budget = len(sources), spec.params["bits"]
-    cheapest = sum(min(c.bits for c in cs) for cs in cands.values()) / (tasks * sum(sizes.values()))
-    if cheapest > budget:
-        raise UsageError(
-            f"rtvq: a budget of {budget:g} bits per parameter per task is below the cheapest choice "
-            f"for these tensors ({cheapest:.3f}, headers included)"
-        )
-    chosen = allocate_bits(cands, sizes, budget * tasks)
-    return {name: cand.choice for name, cand in chosen.items()}
+    try:
+        return choose_pairs(cands, sizes, len(sources), spec.params["bits"])
+    except ValueError as exc:
+        raise UsageError(f"rtvq: {exc}") from None
 
 
 def _shared_payloads(per_task: list[list[EncodedComponent]]) -> set[bytes]:

@@ -203,11 +203,22 @@ def rtvq_allocate(
         raise ValueError("every tensor name must have the same number of task vectors")
     (t,) = tasks
     sizes = {name: taus[0].numel() for name, taus in groups.items()}
-    cheapest = sum(min(c.bits for c in cs) for cs in cands.values()) / (t * max(1, sum(sizes.values())))
+    return choose_pairs(cands, sizes, t, budget_bits_per_param)
+
+
+def choose_pairs(
+    cands: Mapping[str, Sequence[Candidate]], sizes: Mapping[str, int], tasks: int, budget_bits_per_param: float
+) -> dict[str, tuple[int, int]]:
+    """(b_base, b_offset) per tensor from measured candidates, under a budget per parameter per task.
+
+    Split from :func:`rtvq_allocate` so a caller that measures candidates one
+    tensor at a time (never holding every tensor's taus) can allocate too.
+    """
+    cheapest = sum(min(c.bits for c in cs) for cs in cands.values()) / (tasks * max(1, sum(sizes.values())))
     if cheapest > budget_bits_per_param:
         raise ValueError(
-            f"budget of {budget_bits_per_param} bits per parameter per task is below the cheapest "
-            f"choice ({cheapest:.3f}; pairs tried: {list(pairs)})"
+            f"a budget of {budget_bits_per_param:g} bits per parameter per task is below the cheapest "
+            f"choice for these tensors ({cheapest:.3f}, headers included)"
         )
-    chosen = allocate_bits(cands, sizes, budget_bits_per_param * t)
+    chosen = allocate_bits(cands, sizes, budget_bits_per_param * tasks)
     return {name: cand.choice for name, cand in chosen.items()}
