@@ -1,7 +1,8 @@
 """The evaluation harness end to end on a tiny random BERT and a few dozen examples.
 
-Checks the shape of every table and that fp32 (lossless) round trips through
-the registry give exactly the accuracy of the fine-tunes they came from.  The
+Checks the shape of every table, that fp32 (lossless) round trips through
+the registry rebuild the fine-tunes bit for bit (same weights digest, so the
+same accuracy), and that group codecs and TALL/EMR go through ``Registry.pack``.  The
 full MiniLM run stays out of the default suite (``python -m benchmarks.eval.harness``).
 """
 
@@ -46,10 +47,22 @@ def test_individual_table_has_one_row_per_codec(quick_run) -> None:
 def test_lossless_round_trip_gives_identical_accuracy(quick_run) -> None:
     results, _, settings = quick_run
     lossless = next(r for r in results["individual"] if r["codec"] == "lossless")
-    assert lossless["status"] == "ok" and lossless["path"] == "registry"
+    assert lossless["status"] == "ok" and lossless["path"] == "push"
     assert lossless["accuracy"] == {t: results["fp32"][t]["test"] for t in settings.tasks}
+    # the rebuilt weights hash like the fine-tunes' own, so their scores were reused, not re-measured
+    assert results["evaluations"]["reused_identical_weights"] >= len(settings.tasks)
     assert lossless["rel_l2"] == 0.0
     assert lossless["avg_retained"] == 1.0
+
+
+def test_group_codecs_are_registry_packs(quick_run) -> None:
+    results, _, settings = quick_run
+    rtvq = next(r for r in results["individual"] if r["codec"] == "rtvq:base_bits=3,offset_bits=2")
+    assert rtvq["status"] == "ok" and rtvq["path"] == "pack"
+    assert all(ref.endswith("@2") for ref in rtvq["refs"].values())  # a new version of each lossless vector
+    assert 0.0 < rtvq["rel_l2"] < 1.0
+    packed = [r for r in results["merges"] if r["method"] in ("tall_mask", "emr")]
+    assert packed and all(r["status"] == "ok" for r in packed), [r.get("reason") for r in packed]
 
 
 def test_merge_table_covers_every_method_for_fp32_and_each_chosen_codec(quick_run) -> None:

@@ -1,23 +1,26 @@
-"""Accuracy of a checkpoint (encoder + head) on a task split: batched, no grad.
+"""Accuracy of a checkpoint (encoder + head) on a task split: batched, inference mode.
 
 The harness evaluates dozens of rebuilt and merged models on the same splits,
 so each split is tokenized once and cut into length-sorted batches (little
 padding, same result as any other order), and encoder and head are passed
 separately: a merged encoder is scored on every task with each task's own head.
+``Scorer`` remembers each score by a digest of the weights, so a rebuilt model
+identical to one already scored (the lossless round trip of a fine-tune) is
+not evaluated twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import BertModel, PreTrainedTokenizerBase
 
 from benchmarks.eval.data import Example, Task
-from benchmarks.eval.model import classify, load_encoder, load_head, load_tokenizer
+from benchmarks.eval.model import classify
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class SplitCache:
         return self._batches[key]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def accuracy(encoder: BertModel, head: nn.Linear, batches: list[Batch]) -> float:
     """Fraction of examples whose argmax logit is the label."""
     encoder.eval(), head.eval()
@@ -75,13 +78,29 @@ def accuracy(encoder: BertModel, head: nn.Linear, batches: list[Batch]) -> float
     return correct / max(1, total)
 
 
-def checkpoint_accuracy(model_dir: Path, batches: list[Batch]) -> float:
-    """Accuracy of a checkpoint directory holding both encoder and head."""
-    return accuracy(load_encoder(model_dir), load_head(model_dir), batches)
+def fingerprint(*modules: nn.Module) -> str:
+    """A digest of every parameter and buffer of ``modules`` (names, dtypes, shapes, bytes)."""
+    digest = hashlib.blake2b(digest_size=20)
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
-def evaluate_checkpoint(model_dir: Path, task: Task, max_length: int, splits: tuple[str, ...] = ("test", "val")) -> dict[str, float]:
-    """Accuracy on each named split, tokenizing with the checkpoint's own tokenizer."""
-    tokenizer = load_tokenizer(model_dir)
-    encoder, head = load_encoder(model_dir), load_head(model_dir)
-    return {split: accuracy(encoder, head, make_batches(getattr(task, split), tokenizer, max_length)) for split in splits}
+class Scorer:
+    """``accuracy`` on a ``SplitCache``, remembered by the weights' digest (identical weights, same score)."""
+
+    def __init__(self, splits: SplitCache) -> None:
+        self.splits = splits
+        self.evaluated = self.reused = 0
+        self._memo: dict[tuple[str, str, str], float] = {}
+
+    def __call__(self, encoder: BertModel, head: nn.Linear, task: str, split: str) -> float:
+        key = (fingerprint(encoder, head), task, split)
+        if key in self._memo:
+            self.reused += 1
+        else:
+            self.evaluated += 1
+            self._memo[key] = accuracy(encoder, head, self.splits.get(task, split))
+        return self._memo[key]

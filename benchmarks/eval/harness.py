@@ -4,9 +4,12 @@
     python -m benchmarks.eval.harness --quick    # tiny random BERT, a few dozen examples (seconds)
 
 Steps: fine-tune each task (cached), push every fine-tune into a fresh
-registry under every codec setting, rebuild and score each (individual
-table), merge the vectors from fp32 and from each codec family's smallest
-setting (merge table), plot accuracy against footprint, write
+registry under every codec setting (``Registry.push``; RTVQ with
+``Registry.pack`` over the lossless vectors), rebuild each with
+``pull_checkpoint`` and score it (individual table), merge the vectors from
+fp32 and from each chosen codec family's smallest setting (``Registry.merge``
+for task arithmetic / TIES / consensus, ``Registry.pack`` + ``pull_checkpoint``
+for TALL and EMR: merge table), plot accuracy against footprint, write
 ``eval_results.json``, ``eval_accuracy_vs_bytes.png`` and ``eval_tables.md``.
 """
 
@@ -33,15 +36,15 @@ import torch  # noqa: E402
 from transformers import BertConfig  # noqa: E402
 
 from benchmarks.eval.data import Task, load_tasks  # noqa: E402
-from benchmarks.eval.evaluate import SplitCache, accuracy  # noqa: E402
+from benchmarks.eval.evaluate import Scorer, SplitCache  # noqa: E402
 from benchmarks.eval.finetune import REPO_ROOT, base_model_dir, finetune_all, limit_threads  # noqa: E402
-from benchmarks.eval.merging import BaseModelTensors, decoded_taus, group_encoders, head, recipe_encoder  # noqa: E402
+from benchmarks.eval.merging import BaseModelTensors, head, merged_encoder  # noqa: E402
 from benchmarks.eval.model import load_encoder, load_head, load_tokenizer, read_tensors  # noqa: E402
 from benchmarks.eval.plot import plot_accuracy_vs_bytes  # noqa: E402
 from benchmarks.eval.report import NA, Row, fp32_table, individual_table, merge_table, unavailable_notes  # noqa: E402
 from benchmarks.eval.settings import FP32, HarnessSettings, MergeSetting, quick_settings  # noqa: E402
 from benchmarks.eval.store import (  # noqa: E402
-    StoredSet, Unavailable, exact_taus, float_names, open_fresh_registry, pack_group, push_set, sources,
+    StoredSet, Unavailable, float_names, open_fresh_registry, pack_set, push_set,
 )
 from benchmarks.eval.tiny import make_tiny_base  # noqa: E402
 from tvstore.registry import Registry  # noqa: E402
@@ -60,7 +63,7 @@ class Context:
     finetunes: dict[str, Path]
     registry: Registry
     base: BaseModelTensors
-    splits: SplitCache
+    score: Scorer
     work_dir: Path
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -92,7 +95,7 @@ def prepare(settings: HarnessSettings, work_dir: Path, finetune_cache: Path, bas
     config = BertConfig.from_pretrained(str(base_dir), local_files_only=True)
     base = BaseModelTensors(read_tensors(base_dir), config, float_names(base_dir))
     splits = SplitCache(tasks, load_tokenizer(base_dir), settings.finetune.length_for)
-    ctx = Context(settings, tasks, base_dir, finetunes, registry, base, splits, work_dir, started=started)
+    ctx = Context(settings, tasks, base_dir, finetunes, registry, base, Scorer(splits), work_dir, started=started)
     ctx.mark("finetune_and_setup", started)
     return ctx
 
@@ -102,7 +105,7 @@ def reference_accuracy(ctx: Context) -> dict[str, dict[str, float]]:
     out = {}
     for task, ft_dir in ctx.finetunes.items():
         encoder, layer = load_encoder(ft_dir), load_head(ft_dir)
-        out[task] = {split: accuracy(encoder, layer, ctx.splits.get(task, split)) for split in ("test", "val")}
+        out[task] = {split: ctx.score(encoder, layer, task, split) for split in ("test", "val")}
     return out
 
 
@@ -110,37 +113,38 @@ def reference_accuracy(ctx: Context) -> dict[str, dict[str, float]]:
 
 
 def store_all(ctx: Context) -> dict[str, StoredSet | Unavailable]:
-    """Every codec setting's stored vectors; lossless first (group packers start from it)."""
+    """Every codec setting's stored vectors; lossless first (packs re-encode its versions)."""
     stored: dict[str, StoredSet | Unavailable] = {}
-    exact: dict[str, dict[str, torch.Tensor]] | None = None
     for setting in sorted(ctx.settings.codecs, key=lambda s: s.spec != FP32):
         since = time.perf_counter()
+        lossless = stored.get(FP32)
         if not setting.group:
             stored[setting.spec] = push_set(ctx.registry, setting, ctx.finetunes)
-        elif isinstance(stored.get(FP32), StoredSet):
-            exact = exact or exact_taus(ctx.registry, stored[FP32], ctx.base.float_names)
-            stored[setting.spec] = pack_group(setting.spec, exact, ctx.base.float_names)
+        elif isinstance(lossless, StoredSet):
+            stored[setting.spec] = pack_set(ctx.registry, setting.spec, lossless.refs)
         else:
-            stored[setting.spec] = Unavailable("group packers start from the lossless vectors, which failed")
+            stored[setting.spec] = Unavailable("packs start from the lossless vectors, which failed")
         result = stored[setting.spec]
         ctx.log(f"stored {setting.spec}: {result.reason if isinstance(result, Unavailable) else 'ok'} "
                 f"({time.perf_counter() - since:.1f}s)")
     return stored
 
 
-def rebuilt_accuracy(ctx: Context, stored: StoredSet, task: str) -> float:
-    """Test accuracy of the fine-tune rebuilt from the registry (or from the packed group)."""
-    batches = ctx.splits.get(task, "test")
-    if stored.path == "packer":
-        taus = stored.taus[task]
-        return accuracy(ctx.base.encoder(lambda name: taus[name]), head(sources(ctx.registry, stored)[task]), batches)
+def pulled(ctx: Context, ref: str) -> tuple[Any, Any]:
+    """Encoder and head of ``ref`` rebuilt by ``pull_checkpoint`` (base + stored vector, as users get it)."""
     out = ctx.work_dir / "pull"
     shutil.rmtree(out, ignore_errors=True)
-    ctx.registry.pull_checkpoint(stored.refs[task], out)
+    ctx.registry.pull_checkpoint(ref, out)
     try:
-        return accuracy(load_encoder(out), load_head(out), batches)
+        return load_encoder(out), load_head(out)
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def rebuilt_accuracy(ctx: Context, stored: StoredSet, task: str) -> float:
+    """Test accuracy of the fine-tune rebuilt from the registry."""
+    encoder, layer = pulled(ctx, stored.refs[task])
+    return ctx.score(encoder, layer, task, "test")
 
 
 def _mean(values: Any) -> float:
@@ -156,8 +160,8 @@ def individual_row(ctx: Context, spec: str, stored: StoredSet | Unavailable, raw
     retained = {task: acc[task] / ctx.reference[task]["test"] for task in ctx.tasks}
     bpp = _mean(stored.stored_bytes[t] / stored.num_params[t] for t in ctx.tasks)
     return {
-        "codec": spec, "status": "ok", "path": stored.path, "accuracy": acc, "retained": retained,
-        "avg_accuracy": _mean(acc.values()), "avg_retained": _mean(retained.values()),
+        "codec": spec, "status": "ok", "path": stored.path, "refs": dict(stored.refs), "accuracy": acc,
+        "retained": retained, "avg_accuracy": _mean(acc.values()), "avg_retained": _mean(retained.values()),
         "min_retained": min(retained.values()), "bytes_per_param": bpp, "ratio_vs_fp32": raw_bytes_per_param / bpp,
         "rel_l2": _mean(stored.rel_l2.values()), "cosine": _mean(stored.cosine.values()),
     }
@@ -167,8 +171,10 @@ def individual_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable]) ->
     raw = float(ctx.base.tensors[ctx.base.float_names[0]].element_size())
     rows = []
     for setting in ctx.settings.codecs:
+        since = time.perf_counter()
         rows.append(individual_row(ctx, setting.spec, stored[setting.spec], raw))
-        ctx.log(f"individual {setting.spec}: avg {rows[-1].get('avg_accuracy', NA)}")
+        avg = rows[-1].get("avg_accuracy")
+        ctx.log(f"individual {setting.spec}: avg {NA if avg is None else f'{avg:.4f}'} ({time.perf_counter() - since:.1f}s)")
     return rows
 
 
@@ -186,58 +192,56 @@ def merge_codecs(ctx: Context, rows: list[Row]) -> list[str]:
 
 
 def scores(ctx: Context, encoders: dict[str, Any], heads: dict[str, Any], split: str) -> dict[str, float]:
-    return {task: accuracy(encoders[task], heads[task], ctx.splits.get(task, split)) for task in ctx.tasks}
+    return {task: ctx.score(encoders[task], heads[task], task, split) for task in ctx.tasks}
 
 
-def choose_coefficient(ctx: Context, setting: MergeSetting, srcs: dict[str, Any], heads: dict[str, Any],
-                       grid: tuple[float, ...]) -> tuple[float, dict[str, float]]:
-    """The scaling coefficient with the best average validation accuracy (first on ties)."""
-    best: tuple[float, float] | None = None
+def recipe_merge(ctx: Context, setting: MergeSetting, refs: dict[str, str], heads: dict[str, Any],
+                 chosen: dict[str, float]) -> tuple[dict[str, float], float]:
+    """``Registry.merge`` at each grid coefficient; the best on validation (first on ties) is scored on test.
+
+    A one-point grid (or a coefficient reused from another method) skips
+    validation; the encoder built for the winning coefficient is reused for test.
+    """
+    grid = setting.grid or ((chosen[setting.lambda_from],) if setting.lambda_from in chosen else (1.0,))
+    best: tuple[float, float, Any] | None = None
     for coefficient in grid:
+        encoder = merged_encoder(ctx.registry, ctx.base, setting, refs, coefficient)
         if len(grid) == 1:
-            return coefficient, {}
-        encoder = recipe_encoder(ctx.base, setting, srcs, coefficient)
+            best = (coefficient, 0.0, encoder)
+            break
         avg = _mean(scores(ctx, {t: encoder for t in ctx.tasks}, heads, "val").values())
         if best is None or avg > best[1]:
-            best = (coefficient, avg)
+            best = (coefficient, avg, encoder)
     assert best is not None
-    return best[0], {"val_avg": best[1]}
-
-
-def merge_accuracy(ctx: Context, setting: MergeSetting, srcs: dict[str, Any], taus: Any,
-                   chosen: dict[str, float]) -> tuple[dict[str, float], float | None]:
-    """Per-task test accuracy of one merge method over one codec's vectors."""
-    heads = {task: head(srcs[task]) for task in ctx.tasks}
-    if setting.kind == "group":
-        encoders = group_encoders(ctx.base, setting, taus())
-        if isinstance(encoders, Unavailable):
-            raise RuntimeError(encoders.reason)
-        return scores(ctx, encoders, heads, "test"), None
-    grid = setting.grid or ((chosen[setting.lambda_from],) if setting.lambda_from in chosen else (1.0,))
-    coefficient, _ = choose_coefficient(ctx, setting, srcs, heads, grid)
+    coefficient, _, encoder = best
     chosen[setting.label] = coefficient
-    encoder = recipe_encoder(ctx.base, setting, srcs, coefficient)
     return scores(ctx, {t: encoder for t in ctx.tasks}, heads, "test"), coefficient
 
 
+def pack_merge(ctx: Context, setting: MergeSetting, refs: dict[str, str], heads: dict[str, Any]) -> dict[str, float]:
+    """TALL/EMR: ``Registry.pack`` over the codec's vectors, each task rebuilt with ``pull_checkpoint``."""
+    packed = pack_set(ctx.registry, setting.method, refs, **setting.params)
+    if isinstance(packed, Unavailable):
+        raise RuntimeError(packed.reason)
+    return {task: ctx.score(pulled(ctx, packed.refs[task])[0], heads[task], task, "test") for task in ctx.tasks}
+
+
 def merge_rows_for(ctx: Context, spec: str, stored: StoredSet) -> list[Row]:
-    """Every merge method over one codec's vectors."""
-    srcs = sources(ctx.registry, stored)
-    cache: dict[str, Any] = {}
-
-    def taus() -> dict[str, dict[str, torch.Tensor]]:
-        if "taus" not in cache:
-            cache["taus"] = decoded_taus(srcs, ctx.base.float_names)
-        return cache["taus"]
-
+    """Every merge method over one codec's vectors (exact refs, so packs of the same names never interfere)."""
+    heads = {task: head(ctx.registry.delta_tensors(ref)) for task, ref in stored.refs.items()}
     chosen: dict[str, float] = {}
     rows = []
     for setting in ctx.settings.merges:
         since = time.perf_counter()
+        coefficient = None
         try:
-            acc, coefficient = merge_accuracy(ctx, setting, srcs, taus, chosen)
-        except Exception as error:  # noqa: BLE001  a method that cannot run yet is an n/a cell
+            if setting.kind == "pack":
+                acc = pack_merge(ctx, setting, stored.refs, heads)
+            else:
+                acc, coefficient = recipe_merge(ctx, setting, stored.refs, heads, chosen)
+        except Exception as error:  # noqa: BLE001  a method that cannot run is an n/a cell
             rows.append({"method": setting.label, "codec": spec, "status": NA, "reason": f"{type(error).__name__}: {error}"})
+            ctx.log(f"merge {setting.label} from {spec}: n/a ({rows[-1]['reason']})")
             continue
         normalized = {task: acc[task] / ctx.reference[task]["test"] for task in ctx.tasks}
         rows.append({
@@ -257,11 +261,13 @@ def merge_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable], codecs:
     """
     rows: list[Row] = []
     for spec in codecs:
-        try:
-            rows += merge_rows_for(ctx, spec, stored[spec])  # type: ignore[arg-type]
-        except Exception as error:  # noqa: BLE001  e.g. the registry changed under a long run
-            reason = f"{type(error).__name__}: {error}"
-            rows += [{"method": m.label, "codec": spec, "status": NA, "reason": reason} for m in ctx.settings.merges]
+        since = time.perf_counter()
+        source = stored[spec]
+        if isinstance(source, Unavailable):
+            rows += [{"method": m.label, "codec": spec, "status": NA, "reason": source.reason} for m in ctx.settings.merges]
+        else:
+            rows += merge_rows_for(ctx, spec, source)
+        ctx.mark(f"merges from {spec}", since)
         add_vs_fp32(rows)
         checkpoint(rows)
     return rows
@@ -306,6 +312,7 @@ def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, finetune_cache
             "settings": asdict(settings), "tasks": list(ctx.tasks), "fp32": ctx.reference, "complete": complete,
             "individual": individual, "merges": merges, "summary": summary(individual, merges),
             "timings_s": dict(ctx.timings), "torch_threads": torch.get_num_threads(),
+            "evaluations": {"run": ctx.score.evaluated, "reused_identical_weights": ctx.score.reused},
         }
 
     try:
@@ -349,6 +356,8 @@ def render(results: dict[str, Any]) -> str:
     if notes:
         parts += ["n/a:", *notes]
     parts.append(f"timings (s): {results['timings_s']}")
+    if "evaluations" in results:
+        parts.append(f"split evaluations: {results['evaluations']}")
     return "\n\n".join(parts)
 
 

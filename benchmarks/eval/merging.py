@@ -1,17 +1,18 @@
-"""Merged models from stored vectors: tvstore's merge engine and its group packers.
+"""Merged models straight from the registry.
 
-Multi-task merges (task arithmetic, TIES, consensus) run through
-``tvstore.merge.Merger`` over the decoded vectors, one tensor at a time, so
-what is measured is the engine the registry's ``merge`` uses.  TALL masks and
-EMR are per-task reconstructions: each task gets its own encoder from the
-shared vector and its mask, built with the packers in ``tvstore.codecs``.
-The heads never merge (their shapes differ by task): every task is scored
-with its own head, decoded from the same stored vector set.
+Multi-task merges (task arithmetic, TIES, consensus) are ``Registry.merge``
+over the stored vectors' exact refs: a lazy mapping computed one tensor at a
+time by the same engine ``tvstore merge`` uses, loaded into one encoder.
+TALL masks and EMR are per-task reconstructions from ``Registry.pack``
+(``store.pack_set``), rebuilt with ``pull_checkpoint`` by the harness.
+The heads never merge (their shapes differ by task; the recipe refuses extra
+tensors and only the base's float tensors are read): every task is scored
+with its own head, taken from its own stored vector.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,31 +20,14 @@ from transformers import BertConfig, BertModel
 
 from benchmarks.eval.model import HEAD_BIAS, HEAD_WEIGHT, encoder_from_tensors
 from benchmarks.eval.settings import MergeSetting
-from benchmarks.eval.store import Unavailable, pack_group
-from tvstore.merge import Merger, load_recipe
-
-Sources = Mapping[str, Any]  # task -> tensor source of its tau (names/get)
+from tvstore.registry import Registry
 
 
 class BaseModelTensors:
-    """The base checkpoint held in memory (read once, shared by every rebuild)."""
+    """The base checkpoint held in memory (read once, shared by every merged encoder)."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], config: BertConfig, float_names: list[str]) -> None:
         self.tensors, self.config, self.float_names = tensors, config, float_names
-
-    # TensorSource protocol, so the merge engine can read the base from memory
-    def names(self) -> list[str]:
-        return list(self.tensors)
-
-    def info(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
-        return self.tensors[name].dtype, tuple(self.tensors[name].shape)
-
-    def get(self, name: str) -> torch.Tensor:
-        return self.tensors[name]
-
-    def encoder(self, delta: Callable[[str], torch.Tensor]) -> BertModel:
-        """base + delta(name) for every float tensor; integer buffers as in the base."""
-        return self.encoder_from_theta({name: self.tensors[name] + delta(name).to(self.tensors[name].dtype) for name in self.float_names})
 
     def encoder_from_theta(self, theta: Mapping[str, torch.Tensor]) -> BertModel:
         """An encoder from full weights ``theta``; tensors it lacks come from the base."""
@@ -58,33 +42,18 @@ def head(source: Any) -> torch.nn.Linear:
     return layer.eval()
 
 
-def recipe_encoder(base: BaseModelTensors, setting: MergeSetting, sources: Sources, coefficient: float) -> BertModel:
-    """One multi-task encoder: ``base + lambda * method({tau_t})`` through the merge engine."""
-    tasks = list(sources)
-    recipe = load_recipe(
-        {
-            "method": setting.method,
-            "inputs": [{"ref": task, "weight": 1.0} for task in tasks],
-            "params": {**setting.params, "lambda": coefficient},
-        }
-    )
-    merger = Merger(recipe, base, [sources[task] for task in tasks])
-    return base.encoder_from_theta({name: merger.get(name) for name in base.float_names})
+def merge_recipe(setting: MergeSetting, refs: Mapping[str, str], coefficient: float) -> dict[str, Any]:
+    """tvstore's recipe for ``lambda * method({tau_t})`` over exact refs (weight 1 each)."""
+    return {
+        "method": setting.method,
+        "inputs": [{"ref": ref, "weight": 1.0} for ref in refs.values()],
+        "params": {**setting.params, "lambda": coefficient},
+        "extra_tensors": "refuse",  # heads differ in shape by task; each task keeps its own
+    }
 
 
-def group_encoders(
-    base: BaseModelTensors, setting: MergeSetting, taus: dict[str, dict[str, torch.Tensor]]
-) -> dict[str, BertModel] | Unavailable:
-    """Per task, base + its TALL/EMR reconstruction from the group's shared vector."""
-    params = ",".join(f"{k}={v}" for k, v in setting.params.items())
-    spec = f"{setting.method}:{params}" if params else setting.method
-    packed = pack_group(spec, taus, base.float_names)
-    if isinstance(packed, Unavailable):
-        return packed
-    return {task: base.encoder(lambda name, t=task: packed.taus[t][name]) for task in taus}
-
-
-def decoded_taus(sources: Sources, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
-    """Every task's decoded tau (from whichever codec stored it), in fp32."""
-    return {task: {name: source.get(name).to(torch.float32) for name in names} for task, source in sources.items()}
-
+def merged_encoder(registry: Registry, base: BaseModelTensors, setting: MergeSetting, refs: Mapping[str, str],
+                   coefficient: float) -> BertModel:
+    """One multi-task encoder: ``Registry.merge(recipe)`` read tensor by tensor (base float tensors only)."""
+    merged = registry.merge(merge_recipe(setting, refs, coefficient))
+    return base.encoder_from_theta({name: merged[name] for name in base.float_names})
