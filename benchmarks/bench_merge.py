@@ -47,8 +47,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+import common  # noqa: E402  (benchmarks/common.py: run as a script, this folder is on sys.path)
+
 RESULTS = Path(__file__).resolve().parent / "results"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RECIPES = {
     "task_arithmetic": {"weight": 0.5},
     "ties": {"weight": 0.5, "density": 0.3},
@@ -333,16 +334,7 @@ def push_all(home: Path, models: Path, tasks: int, codec: str, database_url: str
 
 def pg_schema(work: Path, create: bool) -> str:
     """A private schema in the test database for this work folder: (re)created, or dropped."""
-    from sqlalchemy import create_engine, text
-
-    schema = "bench_merge_" + hashlib.sha256(str(work.resolve()).encode()).hexdigest()[:12]
-    engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        if create:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+    return common.pg_schema("bench_merge_" + hashlib.sha256(str(work.resolve()).encode()).hexdigest()[:12], create)
 
 
 def mergekit_yaml(method: str, n: int) -> str:

@@ -27,19 +27,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import and_, create_engine, func, insert, select, text
+from sqlalchemy import insert, select
 
+from common import private_schema
 from tvstore import Registry
 from tvstore.db.models import Blob, BaseModel, ComponentRow, LineageEdge, Tag, TaskVector, VectorName, VectorTensor
-from tvstore.info import VectorInfo
 
-PG_ADMIN_URL = os.environ.get("TVSTORE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 RESULTS = Path(__file__).with_name("results") / "metadata.json"
 CODEC = {"id": "lossless"}
 BATCH = 5000
@@ -123,23 +121,6 @@ def populate(reg: Registry, vectors: int, tensors: int, versions: int) -> dict[s
     return counts
 
 
-def newest_in_sql(reg: Registry) -> list[VectorInfo]:
-    """What ``Registry.list()`` would cost selecting the newest version per name in SQL
-    (a join on ``max(version) GROUP BY name``, served by the (name, version) unique index)
-    instead of loading every version and keeping the last one in Python."""
-    newest = select(TaskVector.name, func.max(TaskVector.version).label("version")).group_by(TaskVector.name).subquery()
-    query = (
-        select(TaskVector)
-        .join(newest, and_(TaskVector.name == newest.c.name, TaskVector.version == newest.c.version))
-        .order_by(TaskVector.name)
-    )
-    with reg.session() as session:
-        tags: dict[int, list[str]] = {}
-        for vector_id, tag in session.execute(select(Tag.vector_id, Tag.tag)):
-            tags.setdefault(vector_id, []).append(tag)
-        return [VectorInfo.of(v, tags.get(v.id, [])) for v in session.scalars(query)]
-
-
 def timed(fn: Callable[[], object], repeat: int) -> float:
     """Median wall seconds of ``repeat`` warm runs (after one untimed warm-up)."""
     fn()
@@ -165,16 +146,8 @@ def backend(kind: str, workdir: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{workdir / 'bench.db'}"
         return
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema() as url:
+        yield url
 
 
 def run(kind: str, args: argparse.Namespace) -> dict:
@@ -189,7 +162,6 @@ def run(kind: str, args: argparse.Namespace) -> dict:
             chain_root = f"task-{names // 2:05d}@1"  # descendants: the whole version chain
             ops = {
                 "ls (newest of each name)": lambda: reg.list(),
-                "ls, newest per name in SQL (proposal)": lambda: newest_in_sql(reg),
                 "ls -a (every version)": lambda: reg.list(all_versions=True),
                 "ls NAME -a": lambda: reg.list(mid, all_versions=True),
                 "show NAME": lambda: reg.show(mid),
@@ -199,7 +171,6 @@ def run(kind: str, args: argparse.Namespace) -> dict:
             }
             api = {op: timed(fn, args.repeat) for op, fn in ops.items()}
             assert len(reg.list()) == names
-            assert newest_in_sql(reg) == reg.list()
         env = {**os.environ, "TVSTORE_DATABASE_URL": url, "TVSTORE_BLOB_URL": str(Path(tmp) / "blobs")}
         cli = {
             "tvstore ls": cli_seconds(env, "ls", "--json"),

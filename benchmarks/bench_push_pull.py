@@ -56,10 +56,11 @@ import traceback
 import uuid
 from pathlib import Path
 
+from common import pg_schema
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 FINETUNE_CACHE = REPO / "benchmarks" / ".cache" / "finetunes"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BASE_NAME = "minilm"
 BARRIER_TIMEOUT_S = 1800.0
 MB = 1e6
@@ -213,18 +214,6 @@ class S3Env:
 
     def stop(self) -> None:
         self.server.stop()
-
-
-def pg_schema(schema: str, create: bool) -> str:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        if create:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    return f"{PG_URL}?options=-csearch_path%3D{schema}"
 
 
 # ---- one client -----------------------------------------------------------------------------------
