@@ -1,6 +1,6 @@
 """One command from a clean cache to the tables, JSON and plot (issue 4).
 
-    python -m benchmarks.eval.harness            # MiniLM, three tasks (< 20 min on 2 cores)
+    python -m benchmarks.eval.harness            # MiniLM, three tasks (~14 min on 2 idle cores, clean cache)
     python -m benchmarks.eval.harness --quick    # tiny random BERT, a few dozen examples (seconds)
 
 Steps: fine-tune each task (cached), push every fine-tune into a fresh
