@@ -43,8 +43,8 @@ from typing import Any
 import torch
 from sqlalchemy.orm import configure_mappers
 
+import tvstore.push as push_module
 import tvstore.record as record
-import tvstore.registry as registry_module
 from tvstore import Registry
 
 
@@ -88,7 +88,7 @@ def install_hook(reg: Registry, point: str) -> None:
 
         os.replace = renaming  # type: ignore[assignment]
     elif kind == "encoded":
-        registry_module.push_finetune = _after(registry_module.push_finetune, _die)
+        push_module.push_finetune = _after(push_module.push_finetune, _die)
     elif kind == "claimed":
         record.claim_blobs = _after(record.claim_blobs, _die)
     elif kind == "flushed":
@@ -98,7 +98,7 @@ def install_hook(reg: Registry, point: str) -> None:
 
         event.listen(reg.engine, "commit", lambda conn: _die())
     elif kind == "committed":
-        registry_module.commit_vector = _after(registry_module.commit_vector, _die)
+        record.commit_vector = _after(record.commit_vector, _die)
     else:
         raise ValueError(f"unknown kill point {point!r}")
 
@@ -117,10 +117,10 @@ def install_trace(reg: Registry, path: Path) -> None:
 
     put = reg.blobs.put
     reg.blobs.put = lambda data: (mark("put")(), put(data), mark("put-done")())[1]  # type: ignore[method-assign]
-    registry_module.push_finetune = _after(registry_module.push_finetune, mark("blobs-done"))
+    push_module.push_finetune = _after(push_module.push_finetune, mark("blobs-done"))
     record.claim_blobs = _after(record.claim_blobs, mark("claimed"))
     record._insert_vector = _after(record._insert_vector, mark("flushed"))
-    registry_module.commit_vector = _after(registry_module.commit_vector, mark("committed"))
+    record.commit_vector = _after(record.commit_vector, mark("committed"))
 
 
 def phase(trace: list[str]) -> str:
