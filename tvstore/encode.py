@@ -85,17 +85,18 @@ def encode_delta(
     """Encode ``tau``; with ``exact_target=(target, base)`` an exact codec also gets a fix-up."""
     exact_stats = ErrorStats.of(tau, tau)
     check_finite(name, tau, "the delta", exact_stats.ref_sq)
-    if isinstance(codec, AutoCodec):
-        codec, payload, _ = codec.choose(tau)
+    if isinstance(codec, AutoCodec):  # the choice already decoded and measured its pick
+        codec, payload, chosen_stats = codec.choose(tau)
+        stats = exact_stats if codec.exact else chosen_stats
     else:
         payload = codec.encode(tau)
+        decoded = tau if codec.exact else codec.decode(payload, tuple(tau.shape), tau.dtype)
+        stats = exact_stats if codec.exact else ErrorStats.of(tau, decoded)
     components = [EncodedComponent(codec.get_config(), payload, kind=ADD)]
-    decoded = tau if codec.exact else codec.decode(payload, tuple(tau.shape), tau.dtype)
-    if codec.exact and exact_target is not None:
-        fix = exactness_fix(exact_target[0], exact_target[1], decoded)
+    if codec.exact and exact_target is not None:  # exact codecs decode to tau itself
+        fix = exactness_fix(exact_target[0], exact_target[1], tau)
         if fix is not None:
             components.append(fix)
-    stats = exact_stats if decoded is tau else ErrorStats.of(tau, decoded)
     return EncodedTensor(name, DELTA, tau.dtype, tuple(tau.shape), codec.get_config(), components, stats)
 
 
