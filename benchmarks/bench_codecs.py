@@ -6,7 +6,7 @@ the base's tensor names (the classifier head is not part of the base, so it
 is not a delta). Everything runs on one thread, so MB/s are per core.
 
 Per setting: bytes per parameter, ratio vs fp32, relative L2 error and cosine
-over the whole vector (aggregated exactly, see :class:`tvstore.metrics.ErrorStats`),
+over the whole vector (aggregated exactly, see :class:`tvstore.tensors.metrics.ErrorStats`),
 encode and decode MB/s of fp32 data (decode: best of three runs per tensor,
 the same for every row, because the benchmark box is shared). The lossless row is shown next to plain
 zstd and ZipNN on the same fp32 bytes. Group packers (RTVQ, TALL, EMR) store
@@ -39,8 +39,8 @@ from tvstore.codecs.emr import emr_pack  # noqa: E402
 from tvstore.codecs.masks import decode_mask  # noqa: E402
 from tvstore.codecs.rtvq import rtvq_pack  # noqa: E402
 from tvstore.codecs.tall import tall_pack  # noqa: E402
-from tvstore.components import EncodedComponent  # noqa: E402
-from tvstore.metrics import ErrorStats  # noqa: E402
+from tvstore.codecs.encoded import EncodedComponent  # noqa: E402
+from tvstore.tensors.metrics import ErrorStats  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 

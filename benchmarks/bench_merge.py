@@ -206,8 +206,8 @@ def touch(t: torch.Tensor) -> int:
 def run_rebuild(home: str, ref: str) -> None:
     """Rebuild one fine-tune into memory (what ``pull --checkpoint`` does, minus the writing)."""
     from tvstore.db.queries import get_full_base
-    from tvstore.pull import checkpoint_tensors, rebuilt_tensors
-    from tvstore.sources import BaseSource
+    from tvstore.ops.pull import checkpoint_tensors, rebuilt_tensors
+    from tvstore.tensors.sources import BaseSource
     import tvstore.registry  # noqa: F401
 
     t0 = child_start()

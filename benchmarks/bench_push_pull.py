@@ -231,9 +231,9 @@ def client(k: int, db_url: str, blob_url: str, src: str, out: str, codec: str,
         import safetensors.torch  # noqa: F401 - the first push/pull would import these (~1-3 s on a busy box)
         import torch  # noqa: F401
         import tvstore.codecs  # noqa: F401
-        import tvstore.encode  # noqa: F401
-        import tvstore.pull  # noqa: F401
-        import tvstore.push  # noqa: F401
+        import tvstore.tensors.encode  # noqa: F401
+        import tvstore.ops.pull  # noqa: F401
+        import tvstore.ops.push  # noqa: F401
         barrier.wait(BARRIER_TIMEOUT_S)
         t0 = time.monotonic()
         info = reg.push(name, src, base=BASE_NAME, codec=codec, extra=True)

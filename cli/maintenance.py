@@ -6,8 +6,8 @@ import typer
 
 from tvstore.cli.context import registry
 from tvstore.cli.output import emit_json, human_bytes, out
-from tvstore.gc import DEFAULT_GRACE_SECONDS
-from tvstore.units import parse_duration
+from tvstore.ops.gc import DEFAULT_GRACE_SECONDS
+from tvstore.util.units import parse_duration
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 db_app = typer.Typer(no_args_is_help=True)

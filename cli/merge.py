@@ -10,7 +10,7 @@ import typer
 from tvstore.cli.context import registry
 from tvstore.cli.output import emit_json, out
 from tvstore.errors import UsageError
-from tvstore.units import parse_size
+from tvstore.util.units import parse_size
 
 
 def merge(

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.tree import Tree
 
-from tvstore.lineage import LineageNode
+from tvstore.ops.lineage import LineageNode
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
@@ -72,7 +72,7 @@ def _add(parent: Tree, nodes: list[LineageNode]) -> None:
 
 @contextmanager
 def rich_progress(description: str, total: int | None) -> Iterator[Any]:
-    """The ``tvstore.progress.Progress`` the CLI hands to the library."""
+    """The ``tvstore.util.progress.Progress`` the CLI hands to the library."""
     if not err.is_terminal:
         yield lambda n: None
         return

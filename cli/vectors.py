@@ -10,8 +10,9 @@ import typer
 from tvstore.cli.context import registry
 from tvstore.cli.output import emit_json, fmt_float, fmt_ratio, human_bytes, lineage_tree, out, table
 from tvstore.errors import UsageError
-from tvstore.info import VectorInfo
-from tvstore.units import parse_meta, parse_size
+from tvstore.ops.info import VectorInfo
+from tvstore.util.refs import parse_ref
+from tvstore.util.units import parse_meta, parse_size
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -139,7 +140,7 @@ def tag(
     """Point NAME:TAG at a version (moving it if it exists), or remove it."""
     reg = registry(ctx)
     if delete:
-        name = ref.split("@")[0].split(":")[0]
+        name = parse_ref(ref).name
         reg.untag(name, tag_name)
         out.print(f"removed tag {name}:{tag_name}", highlight=False)
         return

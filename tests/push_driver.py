@@ -43,8 +43,8 @@ from typing import Any
 import torch
 from sqlalchemy.orm import configure_mappers
 
-import tvstore.push as push_module
-import tvstore.record as record
+import tvstore.ops.push as push_module
+import tvstore.ops.commit as record
 from tvstore import Registry
 
 

@@ -123,7 +123,10 @@ def test_pulling_what_does_not_exist(ready, tmp_path: Path) -> None:
     assert "task vector 'good' has no version 9 (latest is 1)" in ready("pull", "good@9", "--out", tmp_path / "x", expect=1).stderr
     assert "no task vector named 'nothing'" in ready("pull", "nothing", "--out", tmp_path / "x", expect=1).stderr
     assert "has no tag 'prod'" in ready("pull", "good:prod", "--out", tmp_path / "x", expect=1).stderr
-    assert "versions start at 1" in ready("pull", "good@0", "--out", tmp_path / "x", expect=2).stderr
+    assert "versions run from 1 to 2147483647" in ready("pull", "good@0", "--out", tmp_path / "x", expect=2).stderr
+    for command in (("show",), ("pull", "--out", tmp_path / "x"), ("rm",), ("tag", "t"), ("lineage",)):
+        proc = ready(command[0], "good@9223372036854775808", *command[1:], expect=2)
+        assert proc.stderr == "error: invalid reference 'good@9223372036854775808': versions run from 1 to 2147483647\n"
     assert not (tmp_path / "x").exists()
 
 

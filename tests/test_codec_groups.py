@@ -11,7 +11,8 @@ from tvstore.codecs.emr import emr_pack
 from tvstore.codecs.quant import Quant
 from tvstore.codecs.rtvq import Candidate, allocate_bits, rtvq_allocate, rtvq_candidates, rtvq_pack
 from tvstore.codecs.tall import tall_pack
-from tvstore.components import Component, EncodedComponent, delta
+from tvstore.codecs.encoded import EncodedComponent
+from tvstore.tensors.components import Component, delta
 
 
 def store(encoded: list[EncodedComponent], blobs: MemoryBlobStore) -> list[Component]:

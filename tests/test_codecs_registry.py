@@ -14,7 +14,7 @@ from tvstore.codecs import parse_codec_spec
 from tvstore.codecs.emr import emr_parts
 from tvstore.codecs.tall import multitask_vector, tall_masks
 from tvstore.errors import TvstoreError
-from tvstore.metrics import ErrorStats
+from tvstore.tensors.metrics import ErrorStats
 
 SPECS = [
     "lossless",

@@ -20,10 +20,10 @@ from sqlalchemy import select
 from s3_server import s3_bucket, s3_env, s3_server  # noqa: F401 - fixtures
 from team_helpers import Checkpoints, assert_rebuilds, make_checkpoints, run_driver
 from tvstore import Registry
-from tvstore.blob_claims import BlobVanishedError
+from tvstore.ops.claims import BlobVanishedError
 from tvstore.db.models import ComponentRow, VectorTensor
-import tvstore.gc as gc_module
-import tvstore.record as record_module
+import tvstore.ops.gc as gc_module
+import tvstore.ops.commit as record_module
 
 PROCESSES = 8
 GRACE_S = 5.0

@@ -219,8 +219,8 @@ def registry_merger(reg, recipe):
     from sqlalchemy import select
 
     from tvstore.db.models import BaseModel
-    from tvstore.refs import Ref
-    from tvstore.sources import BaseSource
+    from tvstore.util.refs import Ref
+    from tvstore.tensors.sources import BaseSource
 
     vectors = [reg.delta_tensors(str(r)) for r in recipe.vectors]
     base_name = recipe.base.name if recipe.base else vectors[0].vector.base.name

@@ -27,5 +27,8 @@ def test_wheel_layout(tmp_path: Path) -> None:
         "tvstore/registry.py",
     ):
         assert required in names, required
+    # every module of the library's source tree ships (a new sub-package must be listed in pyproject)
+    source = {f"tvstore/{p.relative_to(ROOT / 'tvstore').as_posix()}" for p in (ROOT / "tvstore").rglob("*.py")}
+    assert source - set(names) == set()
     entry_points = zipfile.ZipFile(wheel).read(f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info/entry_points.txt").decode()
     assert "tvstore = tvstore.cli.app:main" in entry_points

@@ -8,7 +8,7 @@ import torch
 from tvstore.errors import UsageError
 from tvstore.merge import LazyMerged, Merger, load_recipe, materialize
 from tvstore.merge.recipe import layer_count, layer_index
-from tvstore.refs import Ref, parse_ref
+from tvstore.util.refs import Ref, parse_ref
 
 NAMES = [
     "model.embed_tokens.weight",

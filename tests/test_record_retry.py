@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-import tvstore.record as record
+import tvstore.ops.commit as record
 from team_helpers import Checkpoints, make_checkpoints
 from tvstore import Registry
 

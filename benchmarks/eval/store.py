@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.eval.settings import CodecSetting
 from tvstore.checkpoint import open_checkpoint
-from tvstore.info import VectorInfo
+from tvstore.ops.info import VectorInfo
 from tvstore.registry import Registry
 
 BASE_NAME = "minilm"

@@ -29,7 +29,7 @@ from tvstore.codecs.base import Codec
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.masks import encode_mask
 from tvstore.codecs.rtvq import check_group
-from tvstore.components import EncodedComponent
+from tvstore.codecs.encoded import EncodedComponent
 
 
 def emr_parts(taus: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], list[tuple[float, float]]]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from tvstore.codecs.quant import Quant
-from tvstore.components import EncodedComponent
+from tvstore.codecs.encoded import EncodedComponent
 
 #: (b_base, b_offset) pairs tried by :func:`rtvq_candidates` by default
 DEFAULT_PAIRS: tuple[tuple[int, int], ...] = ((2, 1), (3, 1), (3, 2), (4, 2), (4, 3), (8, 2), (8, 3), (8, 4), (8, 8))

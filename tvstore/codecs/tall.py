@@ -26,7 +26,7 @@ from tvstore.codecs.base import Codec
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.masks import encode_mask
 from tvstore.codecs.rtvq import check_group
-from tvstore.components import EncodedComponent
+from tvstore.codecs.encoded import EncodedComponent
 
 DEFAULT_LAMBDA = 0.4
 

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from tvstore.util.refs import versioned
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -110,6 +112,16 @@ class TaskVector(Base):
         back_populates="vector", cascade="all, delete-orphan", order_by="VectorTensor.position"
     )
 
+    @property
+    def is_recipe(self) -> bool:
+        """A merge saved as its recipe: no tensors of its own, rebuilt from its inputs on read."""
+        return self.num_tensors == 0 and self.recipe is not None
+
+    @property
+    def label(self) -> str:
+        return versioned(self.name, self.version)
+
+
 class VectorTensor(Base):
     """One tensor of a task vector: a delta against the base, or an extra tensor of its own."""
 
@@ -144,7 +156,7 @@ class Mask(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 class ComponentRow(Base):
-    """One term of the sum that rebuilds a tensor (see ``tvstore.components``)."""
+    """One term of the sum that rebuilds a tensor (see ``tvstore.tensors.components``)."""
 
     __tablename__ = "components"
     __table_args__ = (UniqueConstraint("tensor_id", "position"),)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from tvstore.db.models import BaseModel, Blob, ComponentRow, Tag, TaskVector, VectorName, VectorTensor
 from tvstore.errors import NotFoundError
-from tvstore.refs import LATEST, Ref, parse_ref
+from tvstore.util.refs import LATEST, Ref, parse_ref
 
 
 def get_base(session: Session, name: str) -> BaseModel:

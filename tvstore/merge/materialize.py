@@ -8,7 +8,7 @@ checkpoint writer or fed to another merge.
 
 ``materialize`` yields ``(name, theta)`` in order, computing a few tensors
 ahead on a small thread pool (torch kernels release the GIL; each worker runs
-torch single-threaded, see :mod:`tvstore.parallel`). At most
+torch single-threaded, see :mod:`tvstore.util.parallel`). At most
 ``workers + lookahead`` tensors are in flight; each decodes its inputs' taus
 straight into one stacked fp32 buffer that the method reuses, plus the base,
 a sign mask and the result, so peak memory is about (inputs + 3) x largest
@@ -35,7 +35,7 @@ import torch
 
 from tvstore.checkpoint.reader import TensorInfo
 from tvstore.errors import TvstoreError, UsageError
-from tvstore.parallel import tensor_pool
+from tvstore.util.parallel import tensor_pool
 from tvstore.merge.recipe import Recipe, ResolvedRecipe
 
 

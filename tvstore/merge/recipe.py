@@ -44,7 +44,7 @@ from tvstore.checkpoint.dtypes import dtype_from_name
 from tvstore.errors import UsageError
 from tvstore.merge import settings
 from tvstore.merge.methods import REQUIRED, MethodSpec, get_method
-from tvstore.refs import Ref, parse_ref
+from tvstore.util.refs import Ref, parse_ref
 
 #: what to do with a tensor that some inputs have and the base lacks (e.g. a new head):
 #: ``merge``: treat the base as zeros and merge the inputs that have it;

@@ -17,19 +17,20 @@ from sqlalchemy.orm import Session
 
 from tvstore.blobs import BlobStore
 from tvstore.checkpoint import TensorInfo
-from tvstore.codecs.plan import CodecPlan
+from tvstore.tensors.codec_plan import CodecPlan
 from tvstore.db.models import LineageEdge, TaskVector
 from tvstore.db.queries import get_full_base, get_full_vector
-from tvstore.encode import encode_delta, encode_extra
+from tvstore.tensors.encode import encode_delta, encode_extra
 from tvstore.errors import UsageError
 from tvstore.merge import Merger, Recipe, load_recipe, materialize
-from tvstore.parallel import ordered_map
-from tvstore.progress import Progress, no_progress
-from tvstore.push import PendingVector, store_tensor
-from tvstore.lineage import MERGED_FROM
-from tvstore.record import EdgeFactory
-from tvstore.refs import Ref
-from tvstore.sources import BaseSource, VectorSource
+from tvstore.util.parallel import ordered_map
+from tvstore.util.progress import Progress, no_progress
+from tvstore.ops.push import PendingVector, store_tensor
+from tvstore.ops.lineage import MERGED_FROM
+from tvstore.ops.commit import EdgeFactory
+from tvstore.util.refs import Ref
+from tvstore.tensors.sources import BaseSource, VectorSource
+from tvstore.util.refs import versioned
 
 
 _REF_KEYS = ("ref", "model")  # where recipes (ours, mergekit's) name vectors
@@ -37,7 +38,7 @@ _REF_KEYS = ("ref", "model")  # where recipes (ours, mergekit's) name vectors
 
 def pinned(recipe: Recipe, vectors: list[TaskVector]) -> dict[str, Any]:
     """The recipe as stored: every input reference replaced by ``name@version``."""
-    exact = {str(ref): f"{v.name}@{v.version}" for ref, v in zip(recipe.vectors, vectors)}
+    exact = {str(ref): versioned(v.name, v.version) for ref, v in zip(recipe.vectors, vectors)}
 
     def pin(node: Any) -> Any:
         if isinstance(node, dict):
@@ -81,7 +82,7 @@ def input_weights(recipe: Recipe) -> list[float | None]:
 def merge_edges(recipe: Recipe, vectors: list[TaskVector]) -> EdgeFactory:
     def make(session: Session, child: TaskVector) -> list[LineageEdge]:
         return [
-            LineageEdge(relation=MERGED_FROM, parent_vector_id=v.id, parent_note=f"{v.name}@{v.version}", weight=w)
+            LineageEdge(relation=MERGED_FROM, parent_vector_id=v.id, parent_note=versioned(v.name, v.version), weight=w)
             for v, w in zip(vectors, input_weights(recipe))
         ]
 
@@ -120,7 +121,7 @@ class RecipeSource:
 
     @property
     def label(self) -> str:
-        return f"{self.vector.name}@{self.vector.version}"
+        return self.vector.label
 
     def names(self) -> list[str]:
         return [n for n in self.merger.names() if n not in self.base or self.base.info(n).dtype.is_floating_point]
@@ -150,7 +151,7 @@ def open_recipe_vector(session: Session, blobs: BlobStore, vector: TaskVector,
                        open_vector: Callable[[str], VectorSource]) -> RecipeSource:
     merger, _ = bind(session, blobs, load_recipe(vector.recipe), open_vector)
     base = BaseSource(get_full_base(session, vector.base_id), blobs)
-    return RecipeSource(get_full_vector(session, f"{vector.name}@{vector.version}"), merger, base)
+    return RecipeSource(get_full_vector(session, versioned(vector.name, vector.version)), merger, base)
 
 
 def write_merge(merger: Merger, out: Path, side_files: Iterator[tuple[str, bytes]], max_shard_bytes: int,

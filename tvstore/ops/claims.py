@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from tvstore.blobs import BlobStore
 from tvstore.db.models import Blob
 from tvstore.errors import NotFoundError
-from tvstore.parallel import ordered_map
+from tvstore.util.parallel import ordered_map
 
 #: rows per upsert statement (SQLite allows 32766 bound parameters; 2 per row)
 CHUNK = 500

@@ -35,10 +35,6 @@ class LineageNode:
         return out
 
 
-def label(vector: TaskVector) -> str:
-    return f"{vector.name}@{vector.version}"
-
-
 def ancestors(session: Session, vector: TaskVector, seen: frozenset[int] = frozenset()) -> list[LineageNode]:
     """Parents of ``vector``, each with its own parents below it."""
     nodes = []
@@ -46,7 +42,7 @@ def ancestors(session: Session, vector: TaskVector, seen: frozenset[int] = froze
     for edge in edges:
         if edge.parent_vector is not None and edge.parent_vector.id not in seen:
             parent = edge.parent_vector
-            node = LineageNode(label(parent), edge.relation, edge.weight, "vector")
+            node = LineageNode(parent.label, edge.relation, edge.weight, "vector")
             node.children = ancestors(session, parent, seen | {vector.id})
         elif edge.parent_base is not None:
             node = LineageNode(f"base {edge.parent_base.name}", edge.relation, edge.weight, "base")
@@ -64,7 +60,7 @@ def descendants(session: Session, vector: TaskVector, seen: frozenset[int] = fro
         child = edge.child
         if child.id in seen:
             continue
-        node = LineageNode(label(child), edge.relation, edge.weight, "vector")
+        node = LineageNode(child.label, edge.relation, edge.weight, "vector")
         node.children = descendants(session, child, seen | {vector.id})
         nodes.append(node)
     return nodes

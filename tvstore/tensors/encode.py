@@ -14,10 +14,10 @@ import torch
 from tvstore.codecs import Codec
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.masks import encode_mask
-from tvstore.codecs.plan import AutoCodec
-from tvstore.components import ADD, FIX, EncodedComponent
+from tvstore.tensors.codec_plan import AutoCodec
+from tvstore.codecs.encoded import ADD, FIX, EncodedComponent
 from tvstore.errors import InvalidCheckpointError
-from tvstore.metrics import ErrorStats
+from tvstore.tensors.metrics import ErrorStats
 
 # roles of a vector's tensors: a delta against the base, a tensor of its own, or a
 # base buffer the fine-tune did not have (no data; a rebuild leaves it out)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tvstore.db.models import BaseFile, BaseModel, BaseTensor, ComponentRow, Mask, TaskVector, VectorTensor
+from tvstore.util.refs import versioned
 
 
 def referenced_digests(session: Session) -> set[str]:
@@ -38,9 +39,9 @@ def blob_owners(session: Session) -> dict[str, list[str]]:
         .outerjoin(Mask, Mask.id == ComponentRow.mask_id)
     )
     for name, version, tensor, pos, digest, mask_digest in comp_rows:
-        owners[digest].append(f"vector {name}@{version}, tensor {tensor!r} (component {pos})")
+        owners[digest].append(f"vector {versioned(name, version)}, tensor {tensor!r} (component {pos})")
         if mask_digest:
-            owners[mask_digest].append(f"vector {name}@{version}, tensor {tensor!r} (mask of component {pos})")
+            owners[mask_digest].append(f"vector {versioned(name, version)}, tensor {tensor!r} (mask of component {pos})")
     return dict(owners)
 
 

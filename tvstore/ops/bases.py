@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tvstore.blobs import BlobStore
@@ -18,15 +19,18 @@ from tvstore.checkpoint.dtypes import dtype_name
 from tvstore.codecs.lossless import Lossless
 from tvstore.db.models import BaseFile, BaseModel, BaseTensor
 from tvstore.db.queries import record_blobs
-from tvstore.encode import check_finite
-from tvstore.parallel import ordered_map
-from tvstore.progress import Progress, no_progress
+from tvstore.errors import AlreadyExistsError
+from tvstore.tensors.encode import check_finite
+from tvstore.util.parallel import ordered_map
+from tvstore.util.progress import Progress, no_progress
 
 _CODEC = Lossless()
 
 
 def add_base(session: Session, blobs: BlobStore, name: str, path: Path, progress: Progress = no_progress) -> BaseModel:
     """Store a base's tensors and side files; the caller commits ``session``."""
+    if session.scalar(select(BaseModel.id).where(BaseModel.name == name)) is not None:
+        raise AlreadyExistsError(f"base model {name!r} already exists")
     with open_checkpoint(path) as ckpt:
         infos = list(ckpt.infos())
 

@@ -16,9 +16,9 @@ from tvstore.blobs import BlobStore
 from tvstore.blobs.cache import without_cache
 from tvstore.db import migrate
 from tvstore.errors import CorruptBlobError, NotFoundError
-from tvstore.parallel import ordered_map
-from tvstore.progress import Progress, no_progress
-from tvstore.references import blob_owners
+from tvstore.util.parallel import ordered_map
+from tvstore.util.progress import Progress, no_progress
+from tvstore.ops.blob_usage import blob_owners
 
 #: blobs read at once: remote stores are bound by request latency, not by this machine's cores
 VERIFY_WORKERS = 8

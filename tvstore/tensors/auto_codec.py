@@ -19,7 +19,7 @@ from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.quant import Quant
 from tvstore.codecs.sparse import Sparse
 from tvstore.codecs.ternary import Ternary
-from tvstore.metrics import ErrorStats
+from tvstore.tensors.metrics import ErrorStats
 
 
 def default_candidates() -> list[Codec]:

@@ -16,7 +16,7 @@ from tvstore.codecs.base import Codec, get_codec
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.spec import parse_codec_spec
 from tvstore.errors import CodecError
-from tvstore.metrics import ErrorStats
+from tvstore.tensors.metrics import ErrorStats
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class AutoCodec:
             raise CodecError(f"auto: max_error must be a non-negative number, got {self.max_error!r}")
 
     def choose(self, tau: torch.Tensor) -> tuple[Codec, bytes, ErrorStats]:
-        from tvstore.codecs.auto import choose_codec
+        from tvstore.tensors.auto_codec import choose_codec
 
         return choose_codec(tau, max_error=self.max_error)
 

@@ -14,14 +14,14 @@ from tvstore.checkpoint.digest import manifest_digest, tensor_digest
 from tvstore.checkpoint.peft import Adapter, read_adapter
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.lowrank import Lowrank, lowrank_payload_from_factors
-from tvstore.codecs.plan import CodecPlan
-from tvstore.components import EncodedComponent
-from tvstore.encode import DELTA, EncodedTensor, encode_delta, encode_extra
+from tvstore.tensors.codec_plan import CodecPlan
+from tvstore.codecs.encoded import EncodedComponent
+from tvstore.tensors.encode import DELTA, EncodedTensor, encode_delta, encode_extra
 from tvstore.errors import InvalidCheckpointError
-from tvstore.metrics import ErrorStats
-from tvstore.progress import Progress, no_progress
-from tvstore.push import PendingVector, StoredTensor, store_tensor
-from tvstore.sources import BaseSource
+from tvstore.tensors.metrics import ErrorStats
+from tvstore.util.progress import Progress, no_progress
+from tvstore.ops.push import PendingVector, StoredTensor, store_tensor
+from tvstore.tensors.sources import BaseSource
 
 
 def _factor_tensor(module, base: BaseSource) -> EncodedTensor:

@@ -25,14 +25,15 @@ from tvstore.codecs import parse_codec_spec
 from tvstore.codecs.emr import emr_pack
 from tvstore.codecs.rtvq import DEFAULT_PAIRS, choose_pairs, rtvq_candidates, rtvq_pack
 from tvstore.codecs.tall import DEFAULT_LAMBDA, tall_pack
-from tvstore.codecs.plan import CodecPlan
-from tvstore.components import EncodedComponent, delta_of_encoded
-from tvstore.encode import DELTA, EncodedTensor, encode_extra
+from tvstore.tensors.codec_plan import CodecPlan
+from tvstore.codecs.encoded import EncodedComponent
+from tvstore.tensors.components import delta_of_encoded
+from tvstore.tensors.encode import DELTA, EncodedTensor, encode_extra
 from tvstore.errors import UsageError
-from tvstore.metrics import ErrorStats
-from tvstore.progress import Progress, no_progress
-from tvstore.push import PendingVector, store_tensor
-from tvstore.sources import VectorSource
+from tvstore.tensors.metrics import ErrorStats
+from tvstore.util.progress import Progress, no_progress
+from tvstore.ops.push import PendingVector, store_tensor
+from tvstore.tensors.sources import VectorSource
 
 PACKERS = ("rtvq", "tall", "emr")
 

@@ -21,13 +21,13 @@ import torch
 from tvstore.blobs import BlobStore
 from tvstore.checkpoint import Checkpoint, open_checkpoint
 from tvstore.checkpoint.digest import manifest_digest, tensor_digest
-from tvstore.codecs.plan import CodecPlan
-from tvstore.encode import ABSENT, EncodedTensor, encode_delta, encode_extra
+from tvstore.tensors.codec_plan import CodecPlan
+from tvstore.tensors.encode import ABSENT, EncodedTensor, encode_delta, encode_extra
 from tvstore.errors import InvalidCheckpointError
-from tvstore.metrics import ErrorStats
-from tvstore.parallel import ordered_map
-from tvstore.progress import Progress, no_progress
-from tvstore.sources import BaseSource
+from tvstore.tensors.metrics import ErrorStats
+from tvstore.util.parallel import ordered_map
+from tvstore.util.progress import Progress, no_progress
+from tvstore.tensors.sources import BaseSource
 
 
 @dataclass

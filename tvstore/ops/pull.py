@@ -11,9 +11,9 @@ from tvstore.blobs import BlobStore
 from tvstore.checkpoint import TensorInfo, write_checkpoint_dir, write_safetensors
 from tvstore.checkpoint.writer import DEFAULT_SHARD_BYTES
 from tvstore.db.models import BaseModel
-from tvstore.parallel import ordered_map
-from tvstore.progress import Progress, no_progress
-from tvstore.sources import BaseSource, VectorSource
+from tvstore.util.parallel import ordered_map
+from tvstore.util.progress import Progress, no_progress
+from tvstore.tensors.sources import BaseSource, VectorSource
 
 
 def vector_metadata(vector: VectorSource) -> dict[str, str]:

@@ -17,15 +17,15 @@ is rebuilt. ``fix`` components never enter task arithmetic.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from tvstore.codecs import get_codec
+from tvstore.codecs.encoded import ADD, FIX, EncodedComponent
 from tvstore.codecs.masks import decode_mask
 
-ADD, FIX = "add", "fix"
 
 Fetch = Callable[[str], bytes]
 
@@ -48,18 +48,6 @@ class Component:
             if self.scale != 1.0:
                 value = value * self.scale
         return value
-
-
-@dataclass
-class EncodedComponent:
-    """A component before its bytes are stored: what codecs and packers produce."""
-
-    codec: dict[str, Any]
-    payload: bytes
-    scale: float = 1.0
-    mask: bytes | None = None
-    kind: str = ADD
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def delta(components: Sequence[Component], shape: tuple[int, ...], dtype: torch.dtype, fetch: Fetch,

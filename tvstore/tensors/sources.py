@@ -14,9 +14,9 @@ from tvstore.blobs import BlobStore
 from tvstore.checkpoint.dtypes import dtype_from_name
 from tvstore.checkpoint.reader import TensorInfo
 from tvstore.codecs import get_codec
-from tvstore.components import Component, delta, rebuild
+from tvstore.tensors.components import Component, delta, rebuild
 from tvstore.db.models import BaseModel, BaseTensor, ComponentRow, TaskVector, VectorTensor
-from tvstore.encode import ABSENT, EXTRA
+from tvstore.tensors.encode import ABSENT, EXTRA
 from tvstore.errors import CorruptBlobError, NotFoundError
 
 
@@ -88,7 +88,7 @@ class VectorSource(_Rows, Mapping[str, torch.Tensor]):
 
     @property
     def label(self) -> str:
-        return f"{self.vector.name}@{self.vector.version}"
+        return self.vector.label
 
     def is_extra(self, name: str) -> bool:
         return self._rows[name].role == EXTRA

@@ -5,7 +5,7 @@ unreferenced blob may belong to a push in flight; the grace period keeps it
 (a push must finish within the grace period). A push that re-puts an
 existing blob refreshes its age for the same reason. The last gap — a re-put
 landing between gc's age check and its delete — is closed by sweeping under
-a claim on the blob's row (:mod:`tvstore.blob_claims`): the final
+a claim on the blob's row (:mod:`tvstore.ops.claims`): the final
 "unreferenced and old?" check and the delete happen while the row is locked,
 and a push's commit takes the same lock.
 """
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from tvstore.blob_claims import claim_blobs
+from tvstore.ops.claims import claim_blobs
 from tvstore.blobs import BlobStore, LocalBlobStore
 from tvstore.db.models import Blob
-from tvstore.progress import Progress, no_progress
-from tvstore.references import referenced_among, referenced_digests
+from tvstore.util.progress import Progress, no_progress
+from tvstore.ops.blob_usage import referenced_among, referenced_digests
 
 DEFAULT_GRACE_SECONDS = 3600.0
 #: blobs swept per transaction: locks are held briefly, and a large gc is not one round trip per blob

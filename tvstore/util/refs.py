@@ -15,6 +15,7 @@ from tvstore.errors import UsageError
 
 _NAME = r"[A-Za-z0-9_.-]+"
 LATEST = "latest"  # the implicit tag of every name's newest version
+MAX_VERSION = 2**31 - 1  # versions are stored as 32-bit integers on every database
 _REF = re.compile(rf"(?P<name>{_NAME})(?:@(?P<version>[0-9]+)|:(?P<tag>{_NAME}))?")
 
 
@@ -28,10 +29,15 @@ class Ref:
 
     def __str__(self) -> str:
         if self.version is not None:
-            return f"{self.name}@{self.version}"
+            return versioned(self.name, self.version)
         if self.tag is not None:
             return f"{self.name}:{self.tag}"
         return self.name
+
+
+def versioned(name: str, version: int) -> str:
+    """The exact reference ``NAME@VERSION``: how every message and record names one version."""
+    return f"{name}@{version}"
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -62,6 +68,16 @@ def parse_ref(text: str) -> Ref:
     if m is None or m["name"] in (".", ".."):
         raise UsageError(f"invalid reference {text!r}: expected NAME, NAME@VERSION or NAME:TAG")
     version = int(m["version"]) if m["version"] is not None else None
-    if version is not None and version < 1:
-        raise UsageError(f"invalid reference {text!r}: versions start at 1")
+    if version is not None and not 1 <= version <= MAX_VERSION:
+        raise UsageError(f"invalid reference {text!r}: versions run from 1 to {MAX_VERSION}")
+    if m["tag"] is not None:
+        check_tag(m["tag"])
     return Ref(m["name"], version, m["tag"])
+
+
+def check_tag(tag: str) -> str:
+    """A tag is a name that cannot be mistaken for a version (``good:2`` would read like ``good@2``)."""
+    check_name(tag, "tag")
+    if tag.isdigit():
+        raise UsageError(f"invalid tag {tag!r}: a tag of digits only reads like a version; use NAME@{tag} for that version")
+    return tag

@@ -8,7 +8,7 @@ is retried; so are PostgreSQL's transient deadlock/serialization aborts. Any
 other integrity error is a bug or bad data and surfaces.
 
 The transaction first *claims* the blob rows of every blob the vector uses
-(see :mod:`tvstore.blob_claims`) and then checks that the blobs are still in
+(see :mod:`tvstore.ops.claims`) and then checks that the blobs are still in
 the store. gc sweeps each blob under the same claim, so either gc saw this
 vector's references, or this push sees the blob gone and commits nothing.
 """
@@ -21,13 +21,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from tvstore.blob_claims import claim_blobs, check_blobs_present
+from tvstore.ops.claims import claim_blobs, check_blobs_present
 from tvstore.blobs import BlobStore
 from tvstore.checkpoint.dtypes import dtype_name
 from tvstore.db.models import BaseModel, ComponentRow, LineageEdge, Mask, TaskVector, VectorTensor
 from tvstore.db.queries import next_version
-from tvstore.lineage import DIFFERENCE_OF, FINETUNED_FROM
-from tvstore.push import PendingVector, StoredTensor
+from tvstore.ops.lineage import COMPRESSED_FROM, DIFFERENCE_OF, FINETUNED_FROM
+from tvstore.ops.push import PendingVector, StoredTensor
+from tvstore.util.refs import versioned
 
 
 MAX_ATTEMPTS = 50
@@ -97,6 +98,15 @@ def source_edges(pending: PendingVector) -> EdgeFactory:
     return make
 
 
+def compressed_from(parent: TaskVector) -> EdgeFactory:
+    """Lineage for a re-encoded vector (``pack``): compressed-from the version it re-encodes."""
+
+    def make(session: Session, child: TaskVector) -> list[LineageEdge]:
+        return [LineageEdge(relation=COMPRESSED_FROM, parent_vector_id=parent.id, parent_note=parent.label)]
+
+    return make
+
+
 def commit_vector(
     session_factory: Callable[[], Session],
     pending: PendingVector,
@@ -151,7 +161,7 @@ def _insert_vector(
     """The rows of one vector, at the next free version of its name (inside the caller's transaction)."""
     stats = pending.stats
     version = next_version(session, pending.name)
-    label = f"{pending.name}@{version}"
+    label = versioned(pending.name, version)
     vector = TaskVector(
         name=pending.name, version=version, base_id=base.id, kind=pending.kind,
         codec=pending.codec_config or pending.plan.get_config(),

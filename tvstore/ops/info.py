@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tvstore.db.models import BaseModel, TaskVector, VectorTensor
+from tvstore.util.refs import versioned
 
 
 def iso(moment: datetime) -> str:
@@ -85,7 +86,7 @@ class VectorInfo:
 
     @property
     def ref(self) -> str:
-        return f"{self.name}@{self.version}"
+        return versioned(self.name, self.version)
 
     @classmethod
     def of(cls, v: TaskVector, tags: list[str] | None = None) -> VectorInfo:
