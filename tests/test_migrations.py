@@ -14,12 +14,12 @@ from tvstore.errors import SchemaError
 
 def test_migrations_match_the_models(database_url: str, tmp_path) -> None:
     reg = Registry.open(database_url=database_url, blob_url=str(tmp_path / "b"))
-    assert reg.init() == "0002"
+    assert reg.init() == "0003"
     with reg.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []
-    assert reg.schema_revision() == ("0002", "0002")
-    assert reg.init() == "0002"  # idempotent
+    assert reg.schema_revision() == ("0003", "0003")
+    assert reg.init() == "0003"  # idempotent
     reg.close()
 
 
@@ -35,7 +35,7 @@ def test_schema_from_a_newer_tvstore_is_refused(database_url: str, tmp_path) -> 
     reg.init()
     with reg.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    with pytest.raises(SchemaError, match=r"revision 9999, newer than this tvstore knows \(head 0002\): upgrade tvstore"):
+    with pytest.raises(SchemaError, match=r"revision 9999, newer than this tvstore knows \(head 0003\): upgrade tvstore"):
         reg.list()
     reg.close()
 

@@ -212,3 +212,32 @@ class Tag(Base):
     vector_id: Mapped[int] = mapped_column(ForeignKey("task_vectors.id", ondelete="CASCADE"), index=True)
     vector: Mapped[TaskVector] = relationship()
 
+
+
+class Token(Base):
+    """A bearer token of a served registry: only the SHA-256 of its secret is kept.
+
+    ``names`` narrows it to name patterns (``team-a/*``); empty means every name.
+    """
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    scope: Mapped[str] = mapped_column(String(8))  # read | write | admin
+    names: Mapped[list[Any]] = mapped_column(JSON)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """Who (token name) did what (action) to which ref, and when; one row per served write."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    token_name: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
