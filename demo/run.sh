@@ -3,11 +3,8 @@
 # difference, look at them, rebuild one, and check the rebuild is bit-exact.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-work=${DEMO_WORK:-$here/../.demo}
-export TVSTORE_HOME=${TVSTORE_HOME:-$work/registry}
+source "$here/env.sh"  # sets $work (.demo/) and TVSTORE_HOME=$work/registry, whatever the caller exported
 py=${PYTHON:-python}
-mkdir -p "$work"
-rm -rf "$TVSTORE_HOME" "$work/rebuilt"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
@@ -26,3 +23,13 @@ step tvstore pull sports --checkpoint --out "$work/rebuilt"
 step tvstore verify
 
 $py "$here/check_rebuild.py" "$work/sports" "$work/rebuilt" "$TVSTORE_HOME"
+
+cat <<NEXT
+
+Try the CLI yourself on the demo's registry:
+  source .venv/bin/activate
+  export TVSTORE_HOME=$work/registry
+  tvstore ls
+The base model is the all-MiniLM-L6-v2 directory at $base;
+the two fine-tunes are $work/sports and $work/finance.
+NEXT
