@@ -1,13 +1,15 @@
 """The contract every ``BlobStore`` backend must honour (zarr's ``StoreTests`` pattern).
 
 A backend's test module subclasses :class:`BlobStoreContract` and provides a
-``store`` fixture plus ``corrupt(store, digest, data)`` that overwrites a
-blob's stored bytes behind the store's back.
+``store`` fixture, an ``other`` fixture (a second, independent store of the
+same backend), and ``corrupt(store, digest, data)`` that overwrites a blob's
+stored bytes behind the store's back.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -18,6 +20,10 @@ from tvstore.errors import CorruptBlobError, NotFoundError
 class BlobStoreContract:
     @pytest.fixture
     def store(self) -> BlobStore:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @pytest.fixture
+    def other(self) -> BlobStore:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def corrupt(self, store: BlobStore, digest: str, data: bytes) -> None:  # pragma: no cover
@@ -95,3 +101,27 @@ class BlobStoreContract:
         digest = store.put(b"persisted")
         reopened = open_blob_store(store.url)
         assert reopened.get(digest) == b"persisted"
+
+    def test_re_put_refreshes_the_age_and_ages_belong_to_one_store(self, store: BlobStore, other: BlobStore) -> None:
+        """gc's grace period reads ``modified``: a push re-putting an old blob must make it young again,
+        and a put into another store must not change this store's ages."""
+        data = b"deduplicated component"
+        digest = store.put(data)
+        first = store.modified(digest)
+        assert first is not None and abs(first - time.time()) < 60
+        time.sleep(1.1)  # S3's LastModified has one-second resolution
+        assert other.put(data) == digest
+        assert store.modified(digest) == first
+        assert store.put(data) == digest
+        assert store.modified(digest) > first
+        assert store.get(digest) == data
+        assert store.modified(digest_bytes(b"absent")) is None
+
+    def test_re_put_of_a_swept_blob_writes_it_again(self, store: BlobStore) -> None:
+        """A blob gc removes just before a push's dedupe hit is rewritten, not an error."""
+        data = b"swept between the check and the refresh" * 50
+        digest = store.put(data)
+        store.delete(digest)
+        assert store.put(data) == digest
+        assert store.get(digest) == data
+        assert store.modified(digest) is not None

@@ -54,6 +54,12 @@ class TestS3BlobStore(BlobStoreContract):
         yield store
         store.close()
 
+    @pytest.fixture
+    def other(self, s3_bucket: str) -> S3BlobStore:
+        store = S3BlobStore(s3_bucket, "team/other", settings=SMALL_PARTS)
+        yield store
+        store.close()
+
     def corrupt(self, store: BlobStore, digest: str, data: bytes) -> None:
         assert isinstance(store, S3BlobStore)
         overwrite_object(store, digest, data)
@@ -120,6 +126,10 @@ class TestCachedS3BlobStore(BlobStoreContract):
     @pytest.fixture
     def store(self, s3_bucket: str, tmp_path: Path) -> CachedBlobStore:
         return CachedBlobStore(S3BlobStore(s3_bucket, "cached", settings=SMALL_PARTS), tmp_path / "cache", 1 << 20)
+
+    @pytest.fixture
+    def other(self, s3_bucket: str, tmp_path: Path) -> CachedBlobStore:
+        return CachedBlobStore(S3BlobStore(s3_bucket, "cached-other", settings=SMALL_PARTS), tmp_path / "cache2", 1 << 20)
 
     def corrupt(self, store: BlobStore, digest: str, data: bytes) -> None:
         assert isinstance(store, CachedBlobStore) and isinstance(store.remote, S3BlobStore)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from tvstore.errors import CorruptBlobError, NotFoundError
 
@@ -27,6 +28,12 @@ def check_digest(digest: str) -> str:
     if len(digest) != DIGEST_HEX_LEN or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError(f"not a blob digest: {digest!r}")
     return digest
+
+
+def fanout_path(objects: Path, digest: str) -> Path:
+    """Where a blob lives under an ``objects`` folder: ``ab/cdef…`` (dvc's layout; no folder holds too many files)."""
+    check_digest(digest)
+    return objects / digest[:2] / digest[2:]
 
 
 def verified(digest: str, data: bytes) -> bytes:
@@ -46,10 +53,6 @@ class BlobStore(ABC):
 
     #: a URL that reopens the same store (``file:///…``, ``memory://…``, ``s3://…``)
     url: str
-
-    @property
-    def supports_listing(self) -> bool:
-        return True
 
     @abstractmethod
     def put(self, data: bytes) -> str:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tvstore.blobs.base import BlobStore, check_digest, digest_bytes
+from tvstore.blobs.base import BlobStore, digest_bytes, fanout_path
 from tvstore.blobs.cache_config import cache_settings, default_cache_dir
+from tvstore.util.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,8 @@ class CachedBlobStore(BlobStore):
     def url(self) -> str:  # type: ignore[override]
         return self.remote.url
 
-    @property
-    def supports_listing(self) -> bool:
-        return self.remote.supports_listing
-
     def path(self, digest: str) -> Path:
-        check_digest(digest)
-        return self.objects / digest[:2] / digest[2:]
+        return fanout_path(self.objects, digest)
 
     def cached(self, digest: str) -> bool:
         """Whether a (not yet verified) local copy exists."""
@@ -150,17 +145,8 @@ class CachedBlobStore(BlobStore):
         """Best effort: a cache that cannot write (full disk, permissions) only costs speed."""
         if len(data) > self.max_bytes:
             return
-        target = self.path(digest)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(self.path(digest), data)
         except OSError as exc:
             log.warning("could not cache blob %s in %s: %s", digest, self.root, exc)
             return

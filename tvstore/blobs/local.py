@@ -1,18 +1,18 @@
 """A blob store in a local folder, laid out as dvc does: ``objects/ab/cdef…``.
 
-Writes go to a temporary file in the same folder and are renamed into place,
-so a reader never sees a partial blob and a crash leaves at most a stray
-``.tmp`` file. Blob files are made read-only: they are immutable by contract.
+Writes go through :func:`tvstore.util.atomic.write_atomic`, so a reader never
+sees a partial blob and a crash leaves at most a stray ``.tmp`` file. Blob
+files are made read-only: they are immutable by contract.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tvstore.blobs.base import BlobStore, check_digest, digest_bytes
+from tvstore.blobs.base import BlobStore, digest_bytes, fanout_path
+from tvstore.util.atomic import write_atomic
 
 
 class LocalBlobStore(BlobStore):
@@ -22,27 +22,13 @@ class LocalBlobStore(BlobStore):
         self.url = self.root.as_uri()
 
     def path(self, digest: str) -> Path:
-        check_digest(digest)
-        return self.objects / digest[:2] / digest[2:]
+        return fanout_path(self.objects, digest)
 
     def put(self, data: bytes) -> str:
         digest = digest_bytes(data)
         target = self.path(digest)
-        if target.exists():
-            os.utime(target)  # a re-put refreshes the blob's age, so gc's grace period covers this push
-            return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if not _refresh(target):
+            write_atomic(target, data, mode=0o444, durable=True)
         return digest
 
     def _read(self, digest: str) -> bytes:
@@ -78,3 +64,19 @@ class LocalBlobStore(BlobStore):
             return self.path(digest).stat().st_size
         except FileNotFoundError:
             raise self._missing(digest) from None
+
+
+def _refresh(target: Path) -> bool:
+    """Make an existing blob young again, so gc's grace period covers this push; ``False``: (re)write it.
+
+    There is no separate existence check: a blob gc sweeps just before the
+    refresh is simply written again. Only a file's owner may set its times
+    (the file is read-only), so a dedupe hit on another user's blob in a
+    shared folder is rewritten too: the rename gives the same bytes a new,
+    young file of ours.
+    """
+    try:
+        os.utime(target)
+    except (FileNotFoundError, PermissionError):
+        return False
+    return True
