@@ -295,14 +295,17 @@ class Registry:
     def merge_to_dir(
         self, recipe: RecipeLike, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES, dtype: torch.dtype | None = None
     ) -> Path:
-        """Write the merged model as a Hugging Face directory (base side files copied)."""
-        from tvstore.ops.merges import write_merge
+        """Write the merged model as a Hugging Face directory (base side files copied, a model card added)."""
+        from tvstore.ops.merges import bind, card_of, write_merge
         from tvstore.ops.pull import side_files
 
-        merger = self.merger(recipe, dtype)
+        parsed = _recipe(recipe)
+        self.check_schema()
         with self.session() as session:
-            base = get_full_base(session, get_base(session, merger.recipe.recipe.base.name).id)
-        return write_merge(merger, Path(out), side_files(base, self.blobs), max_shard_bytes, self.progress)
+            merger, vectors = bind(session, self.blobs, parsed, self._stored_vector, dtype)
+            base = get_full_base(session, vectors[0].base_id)
+        files = side_files(base, self.blobs)
+        return write_merge(merger, Path(out), files, max_shard_bytes, self.progress, card_of(parsed, vectors))
 
     def save_merge(self, name: str, recipe: RecipeLike, codec: str | None = None, codec_rules: tuple[str, ...] = ()) -> VectorInfo:
         """Register a merge as a task vector: its recipe (rebuilt on read), or with ``codec`` its encoded deltas."""
@@ -338,13 +341,16 @@ class Registry:
 
     def pull_checkpoint(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
         """Rebuild base + vector as a Hugging Face directory ``transformers`` can load."""
+        from tvstore.ops.model_card import vector_card
         from tvstore.ops.pull import pull_checkpoint
         from tvstore.tensors.sources import BaseSource
 
         vector = self.delta_tensors(ref)
         with self.session() as session:
             base_row = get_full_base(session, vector.vector.base_id)
-        return pull_checkpoint(BaseSource(base_row, self.blobs), vector, self.blobs, Path(out), max_shard_bytes, self.progress)
+            card = vector_card(session, vector.vector)
+        source = BaseSource(base_row, self.blobs)
+        return pull_checkpoint(source, vector, self.blobs, Path(out), max_shard_bytes, self.progress, card)
 
     # ---- tags, removal, maintenance ------------------------------------------------------
 

@@ -27,6 +27,7 @@ from tvstore.util.parallel import ordered_map
 from tvstore.util.progress import Progress, no_progress
 from tvstore.ops.push import PendingVector, store_tensor
 from tvstore.ops.lineage import MERGED_FROM
+from tvstore.ops.model_card import ModelCard, merge_card
 from tvstore.ops.commit import EdgeFactory
 from tvstore.util.refs import Ref
 from tvstore.tensors.sources import BaseSource, VectorSource
@@ -87,6 +88,11 @@ def merge_edges(recipe: Recipe, vectors: list[TaskVector]) -> EdgeFactory:
         ]
 
     return make
+
+
+def card_of(recipe: Recipe, vectors: list[TaskVector]) -> ModelCard:
+    """The model card of a merge written out: its pinned recipe, merged-from each input with its weight."""
+    return merge_card(vectors[0].base, pinned(recipe, vectors), list(zip(vectors, input_weights(recipe))))
 
 
 def encode_merge(name: str, merger: Merger, base: BaseSource, blobs: BlobStore, plan: CodecPlan,
@@ -155,7 +161,7 @@ def open_recipe_vector(session: Session, blobs: BlobStore, vector: TaskVector,
 
 
 def write_merge(merger: Merger, out: Path, side_files: Iterator[tuple[str, bytes]], max_shard_bytes: int,
-                progress: Progress = no_progress) -> Path:
+                progress: Progress = no_progress, card: ModelCard | None = None) -> Path:
     from tvstore.checkpoint import write_checkpoint_dir
 
     infos = merger.infos()
@@ -166,4 +172,7 @@ def write_merge(merger: Merger, out: Path, side_files: Iterator[tuple[str, bytes
                 yield item
                 advance(1)
 
-        return write_checkpoint_dir(out, infos, tensors(), side_files, max_shard_bytes, {"tvstore.merge": "1"})
+        metadata = {"tvstore.merge": "1"}
+        if card is not None:
+            side_files, metadata = card.attach(side_files, metadata)
+        return write_checkpoint_dir(out, infos, tensors(), side_files, max_shard_bytes, metadata)

@@ -11,6 +11,7 @@ from tvstore.blobs import BlobStore
 from tvstore.checkpoint import TensorInfo, write_checkpoint_dir, write_safetensors
 from tvstore.checkpoint.writer import DEFAULT_SHARD_BYTES
 from tvstore.db.models import BaseModel
+from tvstore.ops.model_card import ModelCard
 from tvstore.util.parallel import ordered_map
 from tvstore.util.progress import Progress, no_progress
 from tvstore.tensors.sources import BaseSource, VectorSource
@@ -74,8 +75,9 @@ def pull_checkpoint(
     out: Path,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: Progress = no_progress,
+    card: ModelCard | None = None,
 ) -> Path:
-    """base + vector, one tensor at a time, written as a directory ``transformers`` loads."""
+    """base + vector, one tensor at a time, written as a directory ``transformers`` loads (with ``card``)."""
     infos, _ = checkpoint_tensors(base, vector)
     names = [i.name for i in infos]
     with progress(f"rebuilding {vector.label}", len(names)) as advance:
@@ -85,6 +87,7 @@ def pull_checkpoint(
                 yield name, value
                 advance(1)
 
-        return write_checkpoint_dir(
-            out, infos, tensors(), side_files(base.base, blobs), max_shard_bytes, vector_metadata(vector)
-        )
+        files, metadata = side_files(base.base, blobs), vector_metadata(vector)
+        if card is not None:
+            files, metadata = card.attach(files, metadata)
+        return write_checkpoint_dir(out, infos, tensors(), files, max_shard_bytes, metadata)
