@@ -55,6 +55,7 @@ LOSSY = [
     Quant(bits=3, granularity="channel"),
     Quant(bits=4, granularity="group", group_size=5),
     Quant(bits=8, granularity="group", group_size=128),
+    Quant(bits=3, granularity="channel", clip="mse"),
     Sparse(density=0.3, values="fp32"),
     Sparse(density=0.1, values="fp16"),
     Sparse(density=0.5, values="bf16"),

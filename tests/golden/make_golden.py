@@ -1,11 +1,13 @@
-"""Write golden fixtures for codec ids that have none yet; never touch existing ones.
+"""Write golden fixtures for cases that have none yet; never touch existing ones.
 
 Each fixture is three files under ``tests/golden/<codec_id>/``: ``<case>.json``
 (codec config, shape, dtype), ``<case>.bin`` (the encoded payload) and
 ``<case>.safetensors`` (the decoded tensor, key ``decoded``). The test decodes
 every ``.bin`` with today's code and demands the stored tensor bit for bit,
 so blobs written by any past release stay decodable forever. To add a codec,
-add its cases to ``CASES`` and run ``python tests/golden/make_golden.py``.
+add its cases to ``CASES`` and run ``python tests/golden/make_golden.py``;
+a new parameter of an old codec gets new cases the same way (only cases
+without a ``.bin`` are written).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ CASES: dict[str, list[tuple[str, dict, str]]] = {
         ("b3_channel_bf16", {"id": "quant", "bits": 3, "granularity": "channel", "group_size": 128}, "bf16"),
         ("b4_group_fp16", {"id": "quant", "bits": 4, "granularity": "group", "group_size": 32}, "fp16"),
         ("b8_tensor_fp32", {"id": "quant", "bits": 8, "granularity": "tensor", "group_size": 128}, "fp32"),
+        ("b2_tensor_mse_fp32", {"id": "quant", "bits": 2, "granularity": "tensor", "group_size": 128, "clip": "mse"}, "fp32"),
+        ("b3_channel_mse_bf16", {"id": "quant", "bits": 3, "granularity": "channel", "group_size": 128, "clip": "mse"}, "bf16"),
     ],
     "sparse": [
         (f"{v}_fp32", {"id": "sparse", "density": 0.2, "values": v}, "fp32") for v in ("fp32", "fp16", "bf16")
@@ -72,10 +76,10 @@ def write_missing(root: Path = HERE) -> list[Path]:
     written = []
     for codec_id, cases in CASES.items():
         folder = root / codec_id
-        if folder.exists() and any(folder.glob("*.bin")):
-            continue  # fixtures exist: old payloads are the contract, never regenerate them
         folder.mkdir(parents=True, exist_ok=True)
         for case, config, dtype_name in cases:
+            if (folder / f"{case}.bin").exists():
+                continue  # old payloads are the contract: never regenerate them
             dtype = DTYPES[dtype_name]
             tensor = sample(case, dtype)
             payload = encode(case, config, tensor)

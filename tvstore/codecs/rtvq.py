@@ -12,6 +12,11 @@ is corrected by the offsets. Every task's component list starts with the same
 base component (byte-identical payload, so content addressing stores it once)
 followed by its own offset component.
 
+``clip="mse"`` gives the base and the offsets error-optimal clipped ranges
+(:mod:`tvstore.codecs.quant`); the offsets are still taken against the
+dequantized (clipped) base, so clipping the base costs only what the offsets
+cannot correct.
+
 Bit allocation (beyond the paper's code): :func:`allocate_bits` picks one
 (b_base, b_offset) pair per tensor under a budget in bits per parameter per
 task, minimizing the summed squared reconstruction error. See its docstring.
@@ -55,12 +60,13 @@ def rtvq_pack(
     b_offset: int = 2,
     granularity: str = "tensor",
     group_size: int = 128,
+    clip: str = "minmax",
 ) -> list[list[EncodedComponent]]:
     """Per task: [shared base component, own offset component] (B3O2 by default)."""
     check_group(taus)
     shape, dtype = tuple(taus[0].shape), taus[0].dtype
-    base_codec = Quant(bits=b_base, granularity=granularity, group_size=group_size)
-    offset_codec = Quant(bits=b_offset, granularity=granularity, group_size=group_size)
+    base_codec = Quant(bits=b_base, granularity=granularity, group_size=group_size, clip=clip)
+    offset_codec = Quant(bits=b_offset, granularity=granularity, group_size=group_size, clip=clip)
     base_payload = base_codec.encode(group_mean(taus).to(dtype))
     base_hat = base_codec.decode(base_payload, shape, dtype)
     out = []
@@ -86,11 +92,12 @@ def rtvq_candidates(
     pairs: Iterable[tuple[int, int]] = DEFAULT_PAIRS,
     granularity: str = "tensor",
     group_size: int = 128,
+    clip: str = "minmax",
 ) -> list[Candidate]:
     """Measure each (b_base, b_offset): real stored bits (shared base once) and summed squared error."""
     cands = []
     for b_base, b_offset in pairs:
-        packed = rtvq_pack(taus, b_base, b_offset, granularity, group_size)
+        packed = rtvq_pack(taus, b_base, b_offset, granularity, group_size, clip)
         bits = 8.0 * (len(packed[0][0].payload) + sum(len(p[1].payload) for p in packed))
         err = 0.0
         for tau, comps in zip(taus, packed, strict=True):
@@ -190,6 +197,7 @@ def rtvq_allocate(
     pairs: Iterable[tuple[int, int]] = DEFAULT_PAIRS,
     granularity: str = "tensor",
     group_size: int = 128,
+    clip: str = "minmax",
 ) -> dict[str, tuple[int, int]]:
     """(b_base, b_offset) per tensor name under a budget in stored bits per parameter *per task*.
 
@@ -197,7 +205,7 @@ def rtvq_allocate(
     payloads are usually smaller (zstd squeezes the codes) plus a few header bytes.
     """
     pairs = tuple(pairs)
-    cands = {name: rtvq_candidates(taus, pairs, granularity, group_size) for name, taus in groups.items()}
+    cands = {name: rtvq_candidates(taus, pairs, granularity, group_size, clip) for name, taus in groups.items()}
     tasks = {len(taus) for taus in groups.values()}
     if len(tasks) != 1:
         raise ValueError("every tensor name must have the same number of task vectors")

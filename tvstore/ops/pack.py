@@ -23,6 +23,7 @@ import torch
 from tvstore.blobs import BlobStore
 from tvstore.codecs import parse_codec_spec
 from tvstore.codecs.emr import emr_pack
+from tvstore.codecs.quant import CLIPS
 from tvstore.codecs.rtvq import DEFAULT_PAIRS, choose_pairs, rtvq_candidates, rtvq_pack
 from tvstore.codecs.tall import DEFAULT_LAMBDA, tall_pack
 from tvstore.tensors.codec_plan import CodecPlan
@@ -66,7 +67,8 @@ class PackSpec:
 
 
 _PARAMS = {
-    "rtvq": {"bits": float, "base_bits": int, "offset_bits": int, "granularity": str, "group_size": int},
+    "rtvq": {"bits": float, "base_bits": int, "offset_bits": int, "granularity": str, "group_size": int,
+             "clip": str},
     "tall": {"lambda": float, "shared": str},
     "emr": {"shared": str},
 }
@@ -84,6 +86,8 @@ def _typed(codec: str, params: dict[str, Any]) -> dict[str, Any]:
             raise UsageError(f"pack parameter {key}={value!r} is not a {known[key].__name__}") from None
     if codec == "rtvq" and "bits" in out and ("base_bits" in out or "offset_bits" in out):
         raise UsageError("give rtvq either a budget (bits) or fixed base_bits/offset_bits, not both")
+    if out.get("clip", CLIPS[0]) not in CLIPS:
+        raise UsageError(f"pack {codec}: clip must be one of {', '.join(CLIPS)}, got {out['clip']!r}")
     return out
 
 
@@ -109,9 +113,9 @@ def check_group(sources: Sequence[VectorSource]) -> list[str]:
 def _packer(spec: PackSpec, bits: dict[str, tuple[int, int]]) -> Packer:
     p = spec.params
     if spec.codec == "rtvq":
-        gran, gsize = p.get("granularity", "tensor"), p.get("group_size", 128)
+        gran, gsize, clip = p.get("granularity", "tensor"), p.get("group_size", 128), p.get("clip", "minmax")
         fixed = (p.get("base_bits", 3), p.get("offset_bits", 2))
-        return lambda taus, name: rtvq_pack(taus, *bits.get(name, fixed), gran, gsize)
+        return lambda taus, name: rtvq_pack(taus, *bits.get(name, fixed), gran, gsize, clip)
     shared = parse_codec_spec(p["shared"]) if "shared" in p else None
     if spec.codec == "tall":
         return lambda taus, name: tall_pack(taus, p.get("lambda", DEFAULT_LAMBDA), shared)
@@ -123,11 +127,12 @@ def allocate(sources: Sequence[VectorSource], names: list[str], spec: PackSpec, 
     if spec.codec != "rtvq" or "bits" not in spec.params:
         return {}
     gran, gsize = spec.params.get("granularity", "tensor"), spec.params.get("group_size", 128)
+    clip = spec.params.get("clip", "minmax")
     cands, sizes = {}, {}
     with progress("measuring quantization sensitivity", len(names)) as advance:
         for name in names:
             taus = [s.get(name) for s in sources]
-            cands[name] = rtvq_candidates(taus, DEFAULT_PAIRS, gran, gsize)
+            cands[name] = rtvq_candidates(taus, DEFAULT_PAIRS, gran, gsize, clip)
             sizes[name] = taus[0].numel()
             advance(1)
     try:
