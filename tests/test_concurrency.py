@@ -11,17 +11,21 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
 from s3_server import s3_bucket, s3_env, s3_server  # noqa: F401 - fixtures
 from team_helpers import Checkpoints, assert_rebuilds, make_checkpoints, run_driver
 from tvstore import Registry
 from tvstore.ops.claims import BlobVanishedError
 from tvstore.db.models import ComponentRow, VectorTensor
+from tvstore.db.queries import get_base, get_full_base
+import tvstore.ops.bases as bases_module
 import tvstore.ops.gc as gc_module
 import tvstore.ops.commit as record_module
 
@@ -256,3 +260,94 @@ def test_gc_waits_for_a_committing_push_and_keeps_its_blobs(
         assert report["gc"].swept == []
         assert reg.verify().ok
         assert_rebuilds(reg, "kept@1", ckpts.tensors("ft1"), tmp_path / "kept")
+
+
+# -- base add under the same claims ----------------------------------------------------
+
+
+def _base_blobs(reg: Registry, name: str) -> set[str]:
+    with reg.session() as session:
+        base = get_full_base(session, get_base(session, name).id)
+        return {t.blob_digest for t in base.tensors} | {f.blob_digest for f in base.files}
+
+
+def test_gc_between_base_adds_puts_and_commit_makes_it_fail_cleanly(
+    team: tuple[str, str], ckpts: Checkpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gc that sweeps a base's fresh, not yet referenced blobs (its age check came first) makes
+    ``base add`` commit nothing instead of a base whose blobs are gone; a retry works."""
+    store = bases_module._store
+
+    def store_then_gc(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - gc lands between the puts and the commit
+        stored = store(*args, **kwargs)
+        with _open(team) as collector:
+            swept = collector.gc(grace_seconds=0).swept
+        assert {d for d, _ in stored[1]} <= set(swept)
+        return stored
+
+    monkeypatch.setattr(bases_module, "_store", store_then_gc)
+    with _open(team) as reg:
+        with pytest.raises(BlobVanishedError, match=r"before this base add could commit; nothing was committed: run the base add again"):
+            reg.add_base("base", ckpts.base)
+        assert reg.bases() == []
+        monkeypatch.undo()
+        reg.add_base("base", ckpts.base)
+        assert _base_blobs(reg, "base") <= set(reg.blobs.iter_digests())
+        result = reg.verify()
+        assert (result.ok, result.problems) == (True, [])
+
+
+def test_gc_waits_for_a_committing_base_add_and_keeps_its_blobs(team: tuple[str, str], ckpts: Checkpoints) -> None:
+    """The other order: ``base add`` holds its claims while gc (grace 0) tries to sweep its blobs."""
+    report: dict[str, object] = {}
+
+    def gc_now() -> None:
+        with _open(team) as collector:
+            report["gc"] = collector.gc(grace_seconds=0)
+
+    thread = threading.Thread(target=gc_now)
+
+    def race() -> None:  # base add has claimed its blobs: gc starts and must wait
+        thread.start()
+        thread.join(timeout=3)
+        report["blocked"] = thread.is_alive()
+
+    _pause_after_first_call(bases_module, "claim_blobs", race)
+    with _open(team) as reg:
+        reg.add_base("base", ckpts.base)
+        thread.join(timeout=60)
+        assert report["blocked"] is True
+        assert report["gc"].swept == []
+        assert _base_blobs(reg, "base") <= set(reg.blobs.iter_digests())
+        assert reg.verify().ok
+
+
+# -- no transaction held open during the long part ----------------------------------------
+
+
+def test_push_and_base_add_hold_no_transaction_open_while_working(pg_url: str, tmp_path: Path, ckpts: Checkpoints) -> None:
+    """PostgreSQL: while tensors are encoded and uploaded, none of our sessions is ``idle in transaction``
+    (that would pin row versions and locks for minutes on a large model)."""
+    app = f"tvstore-test-{uuid.uuid4().hex[:12]}"
+    seen: list[str] = []
+    watcher = create_engine(pg_url)
+
+    @contextmanager
+    def probe(description: str, total: int | None):  # noqa: ANN202 - a Progress that looks at the server
+        def advance(n: int) -> None:
+            with watcher.connect() as conn:
+                states = conn.scalars(text("select state from pg_stat_activity where application_name = :app"), {"app": app})
+                seen.extend(states)
+
+        yield advance
+
+    try:
+        with Registry.open(database_url=f"{pg_url}&application_name={app}", blob_url=str(tmp_path / "blobs"), progress=probe) as reg:
+            reg.init()
+            reg.add_base("base", ckpts.base)
+            reg.push("probed", ckpts.finetunes["ft0"], base="base")
+            reg.push("probed", from_checkpoint=ckpts.finetunes["ft0"], to_checkpoint=ckpts.finetunes["ft1"], base="base")
+    finally:
+        watcher.dispose()
+    assert len(seen) >= 3 * 10  # ten tensors each: every advance saw our pooled connection
+    assert set(seen) == {"idle"}

@@ -130,8 +130,7 @@ class Registry:
 
         check_name(name, "base name")
         self.check_schema()
-        with self.session() as session, session.begin():
-            return BaseInfo.of(add_base(session, self.blobs, name, Path(path), self.progress))
+        return BaseInfo.of(add_base(self.session, self.blobs, name, Path(path), self.progress))
 
     def bases(self) -> list[BaseInfo]:
         self.check_schema()
@@ -177,17 +176,17 @@ class Registry:
         if finetuned is not None and (from_checkpoint or to_checkpoint):
             raise UsageError("give either a fine-tuned checkpoint or --from/--to, not both")
         self.check_schema()
-        with self.session() as session:
+        with self.session() as session:  # read, then close: no transaction stays open while encoding
             base_row = get_full_base(session, get_base(session, base).id)
-            source = BaseSource(base_row, self.blobs)
-            if finetuned is not None and is_adapter_dir(Path(finetuned)):
-                pending = push_adapter(name, Path(finetuned), source, self.blobs, extra, self.progress)
-            elif finetuned is not None:
-                pending = push_finetune(name, Path(finetuned), source, self.blobs, plan, extra, self.progress)
-            else:
-                pending = push_difference(
-                    name, Path(from_checkpoint), Path(to_checkpoint), source, self.blobs, plan, extra, self.progress
-                )
+        source = BaseSource(base_row, self.blobs)
+        if finetuned is not None and is_adapter_dir(Path(finetuned)):
+            pending = push_adapter(name, Path(finetuned), source, self.blobs, extra, self.progress)
+        elif finetuned is not None:
+            pending = push_finetune(name, Path(finetuned), source, self.blobs, plan, extra, self.progress)
+        else:
+            pending = push_difference(
+                name, Path(from_checkpoint), Path(to_checkpoint), source, self.blobs, plan, extra, self.progress
+            )
         return self._commit(pending, base_row, meta or {})
 
     def _commit(self, pending: PendingVector, base_row: BaseModel, meta: dict[str, Any]) -> VectorInfo:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from tvstore.db.models import BaseModel, Blob, ComponentRow, Tag, TaskVector, VectorName, VectorTensor
+from tvstore.db.models import BaseModel, ComponentRow, Tag, TaskVector, VectorName, VectorTensor
 from tvstore.errors import NotFoundError
 from tvstore.util.refs import LATEST, Ref, parse_ref
 
@@ -44,11 +42,15 @@ def get_full_base(session: Session, base_id: int) -> BaseModel:
     return session.scalars(select(BaseModel).where(BaseModel.id == base_id).options(*FULL_BASE)).one()
 
 
+def upsert(session: Session, table: type):  # noqa: ANN201 - the dialect's Insert construct
+    """``INSERT`` with ``ON CONFLICT`` clauses, in the session's dialect (both speak it; the core ``insert`` does not)."""
+    dialect = session.get_bind().dialect.name
+    return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect](table)
+
+
 def next_version(session: Session, name: str) -> int:
     """Take the next version of ``name`` (inside the caller's transaction; locks the name's row)."""
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    stmt = insert(VectorName).values(name=name, last_version=1)
+    stmt = upsert(session, VectorName).values(name=name, last_version=1)
     stmt = stmt.on_conflict_do_update(
         index_elements=["name"], set_={"last_version": VectorName.last_version + 1}
     ).returning(VectorName.last_version)
@@ -77,14 +79,3 @@ def get_vector(session: Session, ref: Ref | str) -> TaskVector:
         raise NotFoundError(f"task vector {ref.name!r} has no version {version} ({detail})")
     return vector
 
-
-def record_blobs(session: Session, sizes: Iterable[tuple[str, int]]) -> None:
-    """Insert blob rows that are not there yet, without racing other writers."""
-    rows = [{"digest": d, "size": s} for d, s in dict(sizes).items()]
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    for start in range(0, len(rows), 500):
-        stmt = insert(Blob).values(rows[start : start + 500]).on_conflict_do_nothing(index_elements=["digest"])
-        session.execute(stmt)

@@ -3,10 +3,17 @@
 Each tensor is one lossless blob, so identical tensors across bases (tied
 embeddings, a re-uploaded base) are stored once, and a checkpoint can be
 rebuilt from the registry alone.
+
+No transaction is open while the blobs are written (minutes for a large
+base): the rows go in afterwards, in one short transaction that claims the
+blobs and checks they are still in the store, as a push's commit does (see
+:mod:`tvstore.ops.claims`), so a gc running meanwhile cannot leave the base
+pointing at swept blobs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -18,8 +25,8 @@ from tvstore.checkpoint.digest import manifest_digest, tensor_digest
 from tvstore.checkpoint.dtypes import dtype_name
 from tvstore.codecs.lossless import Lossless
 from tvstore.db.models import BaseFile, BaseModel, BaseTensor
-from tvstore.db.queries import record_blobs
 from tvstore.errors import AlreadyExistsError
+from tvstore.ops.claims import check_blobs_present, claim_blobs
 from tvstore.tensors.encode import check_finite
 from tvstore.util.parallel import ordered_map
 from tvstore.util.progress import Progress, no_progress
@@ -27,10 +34,28 @@ from tvstore.util.progress import Progress, no_progress
 _CODEC = Lossless()
 
 
-def add_base(session: Session, blobs: BlobStore, name: str, path: Path, progress: Progress = no_progress) -> BaseModel:
-    """Store a base's tensors and side files; the caller commits ``session``."""
+def add_base(
+    session_factory: Callable[[], Session], blobs: BlobStore, name: str, path: Path, progress: Progress = no_progress
+) -> BaseModel:
+    """Store a base's tensors and side files, then commit its rows; returns the committed (detached) row."""
+    with session_factory() as session:
+        _check_new(session, name)
+    base, sizes = _store(blobs, name, path, progress)
+    with session_factory() as session, session.begin():
+        _check_new(session, name)  # another client may have added it meanwhile
+        claim_blobs(session, sizes)
+        check_blobs_present(blobs, [d for d, _ in sizes], "base add")
+        session.add(base)
+    return base
+
+
+def _check_new(session: Session, name: str) -> None:
     if session.scalar(select(BaseModel.id).where(BaseModel.name == name)) is not None:
         raise AlreadyExistsError(f"base model {name!r} already exists")
+
+
+def _store(blobs: BlobStore, name: str, path: Path, progress: Progress) -> tuple[BaseModel, list[tuple[str, int]]]:
+    """Put every tensor and side file; the unsaved base row and ``(digest, size)`` of each blob."""
     with open_checkpoint(path) as ckpt:
         infos = list(ckpt.infos())
 
@@ -55,7 +80,6 @@ def add_base(session: Session, blobs: BlobStore, name: str, path: Path, progress
             data = (ckpt.path / rel).read_bytes()
             files.append(BaseFile(path=rel.as_posix(), blob_digest=blobs.put(data)))
             sizes.append((files[-1].blob_digest, len(data)))
-    record_blobs(session, sizes)
     base = BaseModel(
         name=name,
         digest=manifest_digest(digests),
@@ -66,6 +90,4 @@ def add_base(session: Session, blobs: BlobStore, name: str, path: Path, progress
         tensors=rows,
         files=files,
     )
-    session.add(base)
-    session.flush()
-    return base
+    return base, sizes

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tvstore.blobs import BlobStore
 from tvstore.db.models import Blob
+from tvstore.db.queries import upsert
 from tvstore.errors import NotFoundError
 from tvstore.util.parallel import ordered_map
 
@@ -41,30 +41,25 @@ CHECK_WORKERS = 8
 
 
 class BlobVanishedError(NotFoundError):
-    """A blob this push wrote was swept by a concurrent gc before the push could commit."""
-
-
-def _upsert(session: Session):  # noqa: ANN202 - dialect-specific Insert construct
-    dialect = session.get_bind().dialect.name
-    return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect](Blob)
+    """A blob this push (or ``base add``) wrote was swept by a concurrent gc before it could commit."""
 
 
 def claim_blobs(session: Session, sizes: Iterable[tuple[str, int]]) -> None:
     """Insert or lock the rows of these blobs, in digest order (a total order: no deadlocks)."""
     rows = [{"digest": d, "size": s} for d, s in sorted(dict(sizes).items())]
     for start in range(0, len(rows), CHUNK):
-        stmt = _upsert(session).values(rows[start : start + CHUNK])
+        stmt = upsert(session, Blob).values(rows[start : start + CHUNK])
         # a no-op update: it changes nothing, but locks the row until this transaction ends
         stmt = stmt.on_conflict_do_update(index_elements=["digest"], set_={"size": Blob.size})
         session.execute(stmt)
 
 
-def check_blobs_present(blobs: BlobStore, digests: Sequence[str]) -> None:
-    """Raise ``BlobVanishedError`` naming the first blob no longer in the store."""
+def check_blobs_present(blobs: BlobStore, digests: Sequence[str], operation: str = "push") -> None:
+    """Raise ``BlobVanishedError`` naming the first blob no longer in the store (and what to run again)."""
     unique = sorted(set(digests))
     for digest, present in zip(unique, ordered_map(blobs.exists, unique, workers=CHECK_WORKERS)):
         if not present:
             raise BlobVanishedError(
-                f"blob {digest} was removed from {blobs.url} by a concurrent gc before this push "
-                "could commit; nothing was committed: push again"
+                f"blob {digest} was removed from {blobs.url} by a concurrent gc before this {operation} "
+                f"could commit; nothing was committed: run the {operation} again"
             )
