@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 import typer
 
 from tvstore.cli.output import rich_progress
+from tvstore.errors import UsageError
 from tvstore.registry import Registry
+from tvstore.remote import RemoteRegistry
 
 
 @dataclass
@@ -16,17 +18,28 @@ class State:
     database_url: str | None
     blob_url: str | None
     s3_endpoint: str | None
-    _registry: Registry | None = field(default=None, repr=False)
+    remote: str | None = None
+    token: str | None = None
+    _registry: Registry | RemoteRegistry | None = field(default=None, repr=False)
 
-    def registry(self) -> Registry:
-        """Opened on first use, so ``--help`` never touches a database."""
+    def registry(self) -> Registry | RemoteRegistry:
+        """Opened on first use, so ``--help`` never touches a database; through a server with ``--remote``."""
         if self._registry is None:
             self._registry = Registry.open(
-                self.home, self.database_url, self.blob_url, progress=rich_progress, s3_endpoint=self.s3_endpoint
+                self.home, self.database_url, self.blob_url, progress=rich_progress, s3_endpoint=self.s3_endpoint,
+                remote=self.remote, token=self.token,
             )
         return self._registry
 
+    def local(self) -> Registry:
+        """The registry itself, for commands an administrator runs beside the database (serve, init)."""
+        if self.remote:
+            raise UsageError(f"this command runs against the registry directly, not through --remote {self.remote}")
+        registry = self.registry()
+        assert isinstance(registry, Registry)
+        return registry
 
-def registry(ctx: typer.Context) -> Registry:
+
+def registry(ctx: typer.Context) -> Registry | RemoteRegistry:
     state: State = ctx.find_root().obj
     return state.registry()

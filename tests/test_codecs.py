@@ -15,6 +15,7 @@ from tvstore.codecs.bitpack import ZERO_PAYLOAD
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.lowrank import Lowrank, lowrank_payload_from_factors
 from tvstore.codecs.quant import Quant, group_view_shape
+from tvstore.codecs.sign import Sign
 from tvstore.codecs.sparse import Dare, Sparse, dare_keep_mask, keep_count
 from tvstore.codecs.ternary import Ternary, magnitude
 from tvstore.codecs.values import round_like_storage
@@ -61,6 +62,8 @@ LOSSY = [
     Sparse(density=0.5, values="bf16"),
     Dare(p=0.5, seed=3, values="fp32"),
     Ternary(density=0.2, alpha=1.5),
+    Sign(),
+    Sign(density=0.1, scales="tensor"),
     Lowrank(rank=2),
     Lowrank(rank=None, energy=0.9, factors="fp16", fallback="quant:bits=8"),
 ]

@@ -17,8 +17,8 @@ RANKS = {
     "codecs": 1, "blobs": 1, "db": 1, "checkpoint": 1, "merge": 1,
     "tensors": 2,
     "ops": 3,
-    "registry": 4,
-    "cli": 5,
+    "registry": 4, "remote": 4,
+    "cli": 5, "server": 5,
 }
 # bottom rooms stay independent of each other, with these exceptions
 BOTTOM_ALLOWED = {("merge", "checkpoint")}

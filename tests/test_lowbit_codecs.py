@@ -12,6 +12,8 @@ import torch
 from tvstore.codecs import get_codec, parse_codec_spec
 from tvstore.codecs.quant import Quant, group_view_shape
 from tvstore.codecs.rtvq import rtvq_pack
+from tvstore.codecs.sign import Sign
+from tvstore.codecs.ternary import Ternary
 from tvstore.errors import CodecError
 
 
@@ -92,3 +94,50 @@ def test_pack_rtvq_clip_through_the_cli(registry, tiny, cli) -> None:
     assert all(m["rel_l2"] < p["rel_l2"] for m, p in zip(infos["mse"], infos["minmax"]))
     bad = cli("pack", "alpha@1", "beta@1", "--codec", "rtvq:clip=max", expect=2)
     assert bad.stderr.strip() == "error: pack rtvq: clip must be one of minmax, mse, got 'max'"
+
+
+def rowed_student_t(seed: int = 0) -> torch.Tensor:
+    """Rows of different size, as in real weight deltas (per-row scales must follow them)."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.standard_t(3, (512, 1024)) * 1e-3 * rng.uniform(0.2, 2, (512, 1))).float()
+
+
+@pytest.mark.parametrize(
+    ("density", "sign_err", "sign_bits", "ternary_err"),
+    [(0.05, 0.7208, 0.350, 0.8608), (0.1, 0.6727, 0.589, 0.7958), (1.0, 0.7621, 1.044, 0.9182)],
+)
+def test_sign_least_squares_scales_beat_compeft_on_the_same_support(
+    density: float, sign_err: float, sign_bits: float, ternary_err: float
+) -> None:
+    x = rowed_student_t()
+    y, size = round_trip(Sign(density=density), x)
+    t, _ = round_trip(Ternary(density=density), x)
+    assert rel_l2(x, y) == pytest.approx(sign_err, abs=5e-4)
+    assert 8 * size / x.numel() == pytest.approx(sign_bits, abs=5e-3)
+    assert rel_l2(x, t) == pytest.approx(ternary_err, abs=5e-4)
+
+
+def test_sign_values_are_the_row_mean_magnitude_on_the_support() -> None:
+    x = torch.tensor([[0.5, -1.0, 0.0, 0.1], [0.0, 0.0, 0.0, 0.0], [-2.0, 4.0, 0.2, -0.05]])
+    y, _ = round_trip(Sign(density=0.5), x)  # keeps the 6 largest |x|: 4, -2, -1, 0.5, 0.2, 0.1
+    a0, a2 = float(np.float32(1.6 / 3)), float(np.float32(6.2 / 3))
+    want = torch.tensor([[a0, -a0, 0.0, a0], [0.0, 0.0, 0.0, 0.0], [-a2, a2, a2, 0.0]])
+    torch.testing.assert_close(y, want, rtol=0, atol=1e-7)
+    bitdelta, _ = round_trip(Sign(scales="tensor"), x)  # every entry, one scale: mean |x| (zeros coded +)
+    assert torch.equal(bitdelta.abs(), torch.full((3, 4), float(np.float32(x.abs().double().mean()))))
+    assert bitdelta[1].tolist() == [bitdelta[1, 0].item()] * 4 and bitdelta[1, 0] > 0
+
+
+def test_sign_through_the_registry(registry, tiny, tmp_path) -> None:
+    registry.add_base("bert", tiny.base)
+    info = registry.push("alpha", tiny.finetunes["alpha"], base="bert", codec="sign:density=0.3")
+    assert info.codec == {"id": "sign", "density": 0.3, "scales": "row"}
+    registry.pull("alpha", tmp_path / "tau.safetensors")
+    from safetensors.torch import load_file
+
+    pulled = load_file(tmp_path / "tau.safetensors")
+    base, ft = tiny.tensors(tiny.base), tiny.tensors(tiny.finetunes["alpha"])
+    codec = Sign(density=0.3)
+    for name, b in base.items():
+        tau = ft[name] - b
+        assert torch.equal(pulled[name], codec.decode(codec.encode(tau), tuple(tau.shape), tau.dtype)), name

@@ -50,3 +50,15 @@ class CodecError(TvstoreError):
     """A codec spec is unknown or its parameters are invalid."""
 
     exit_code = 2
+
+
+class AuthError(TvstoreError):
+    """A served registry refused a request's token: none, unknown, revoked or expired (HTTP 401)."""
+
+
+class ForbiddenError(TvstoreError):
+    """A token lacks the scope, or the name grant, a request needs (HTTP 403)."""
+
+
+class TooLargeError(TvstoreError):
+    """A request body is larger than the server accepts (HTTP 413)."""

@@ -45,6 +45,12 @@ CASES: dict[str, list[tuple[str, dict, str]]] = {
         ("d002_positions_fp32", {"id": "ternary", "density": 0.02, "alpha": 1.0}, "fp32"),
         ("d05_codes_fp16", {"id": "ternary", "density": 0.5, "alpha": 2.0}, "fp16"),
     ],
+    "sign": [
+        ("d1_rows_fp32", {"id": "sign", "density": 1.0, "scales": "row"}, "fp32"),
+        ("d02_positions_fp32", {"id": "sign", "density": 0.02, "scales": "row"}, "fp32"),
+        ("d03_codes_tensor_bf16", {"id": "sign", "density": 0.3, "scales": "tensor"}, "bf16"),
+        ("d05_vector_fp16", {"id": "sign", "density": 0.5, "scales": "row"}, "fp16"),
+    ],
     "lowrank": [
         ("svd_fp32", {"id": "lowrank", "rank": 4, "energy": None, "factors": "fp32", "fallback": "lossless"}, "fp32"),
         ("svd_fp16factors_bf16", {"id": "lowrank", "rank": 2, "energy": None, "factors": "fp16", "fallback": "lossless"}, "bf16"),

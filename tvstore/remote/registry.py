@@ -1,0 +1,251 @@
+"""``RemoteRegistry``: the public methods of ``Registry``, answered by a ``tvstore serve`` server.
+
+Metadata calls are JSON requests. Tensor work happens here, on the client,
+with the same per-tensor code a local registry runs: a push encodes against
+the base's rows fetched from the server and uploads only the blobs the server
+lacks, then asks it to commit; a pull fetches the vector's rows and rebuilds
+locally. Heavy server-side work (pack, saved merges, gc, verify) runs there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+from tvstore.errors import UsageError
+from tvstore.ops.info import BaseInfo, TensorSummary, VectorInfo
+from tvstore.ops.lineage import LineageNode
+from tvstore.remote.blobs import RemoteBlobStore
+from tvstore.remote.client import Client
+from tvstore.util.progress import Progress, no_progress
+from tvstore.util.refs import check_name, parse_ref
+from tvstore.util.units import DEFAULT_SHARD_BYTES
+
+if TYPE_CHECKING:
+    from tvstore.ops.audit import AuditInfo
+    from tvstore.ops.gc import GcReport
+    from tvstore.ops.tokens import TokenInfo
+    from tvstore.ops.verify import VerifyReport
+    from tvstore.tensors.sources import BaseSource, VectorSource
+
+PathLike = str | os.PathLike[str]
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """A frozen summary dataclass from its ``to_dict`` (extra keys such as ``ref`` dropped)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _node(data: dict[str, Any]) -> LineageNode:
+    return LineageNode(data["label"], data.get("relation"), data.get("weight"), data.get("kind", "vector"),
+                       [_node(c) for c in data.get("children", [])])
+
+
+def _seg(text: str) -> str:
+    """A ref or name as one URL path segment (a '/' or '..' stays inside it, for the server to refuse)."""
+    return quote(text, safe="@:")
+
+
+class RemoteRegistry:
+    """A registry served over HTTP; open with ``Registry.open(remote=URL, token=SECRET)``."""
+
+    def __init__(self, url: str, token: str | None, progress: Progress = no_progress) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"invalid remote {url!r}: expected http://host:port or https://...")
+        self.client = Client(url, token)
+        self.blobs = RemoteBlobStore(self.client)
+        self.progress = progress
+
+    def __enter__(self) -> RemoteRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _refused(self, what: str) -> UsageError:
+        return UsageError(f"{what} runs against the registry directly (on the server's machine), not through {self.client.url}")
+
+    def init(self) -> str:
+        raise self._refused("`tvstore init`")
+
+    def upgrade(self) -> str:
+        raise self._refused("`tvstore db upgrade`")
+
+    def schema_revision(self) -> tuple[str | None, str]:
+        data = self.client.json("GET", "/api/schema")
+        return data["current"], data["head"]
+
+    # ---- bases --------------------------------------------------------------------------
+
+    def add_base(self, name: str, path: PathLike) -> BaseInfo:
+        raise self._refused("`tvstore base add`")
+
+    def bases(self) -> list[BaseInfo]:
+        return [from_dict(BaseInfo, d) for d in self.client.json("GET", "/api/bases")]
+
+    def base(self, name: str) -> BaseInfo:
+        return from_dict(BaseInfo, self.client.json("GET", f"/api/bases/{_seg(name)}"))
+
+    def remove_base(self, name: str) -> None:
+        self.client.call("DELETE", f"/api/bases/{_seg(name)}")
+
+    def _base_source(self, name: str) -> BaseSource:
+        from tvstore.db.models import BaseModel
+        from tvstore.db.wire import row_from_dict
+        from tvstore.tensors.sources import BaseSource
+
+        rows = self.client.json("GET", f"/api/bases/{_seg(name)}/rows")
+        return BaseSource(row_from_dict(BaseModel, rows), self.blobs)
+
+    # ---- push ---------------------------------------------------------------------------
+
+    def push(
+        self,
+        name: str,
+        finetuned: PathLike | None = None,
+        *,
+        base: str,
+        codec: str = "lossless",
+        codec_rules: list[str] | tuple[str, ...] = (),
+        extra: bool = False,
+        meta: dict[str, Any] | None = None,
+        from_checkpoint: PathLike | None = None,
+        to_checkpoint: PathLike | None = None,
+    ) -> VectorInfo:
+        """Encode here, upload the blobs the server lacks, and ask the server to commit."""
+        from tvstore.ops.encode_push import check_push_args, encode_push
+        from tvstore.ops.wire import pending_to_dict
+        from tvstore.tensors.codec_plan import CodecPlan
+
+        check_name(name, "task vector name")
+        plan = codec if isinstance(codec, CodecPlan) else CodecPlan.parse(codec, codec_rules)
+        check_push_args(finetuned, from_checkpoint, to_checkpoint)
+        self.client.call("GET", f"/api/check/push/{_seg(name)}")  # scope and grant refused before any encoding
+        source = self._base_source(base)
+        paths = [None if p is None else Path(p) for p in (finetuned, from_checkpoint, to_checkpoint)]
+        pending = encode_push(name, source, self.blobs, plan, *paths, extra=extra, progress=self.progress)
+        body = {"pending": pending_to_dict(pending), "meta": meta or {}}
+        return from_dict(VectorInfo, self.client.json("POST", "/api/vectors", json=body, retry=False))
+
+    # ---- read ---------------------------------------------------------------------------
+
+    def list(self, name: str | None = None, all_versions: bool = False) -> list[VectorInfo]:
+        params = {"all": "1" if all_versions else "0", **({"name": check_name(name)} if name is not None else {})}
+        return [from_dict(VectorInfo, d) for d in self.client.json("GET", "/api/vectors", params=params)]
+
+    def show(self, ref: str) -> VectorInfo:
+        return from_dict(VectorInfo, self.client.json("GET", f"/api/vectors/{_seg(ref)}"))
+
+    def tensors(self, ref: str) -> list[TensorSummary]:
+        return [from_dict(TensorSummary, d) for d in self.client.json("GET", f"/api/vectors/{_seg(ref)}/tensors")]
+
+    def lineage(self, ref: str) -> dict[str, Any]:
+        return self.client.json("GET", f"/api/vectors/{_seg(ref)}/lineage")
+
+    def lineage_nodes(self, ref: str) -> tuple[str, list[LineageNode], list[LineageNode]]:
+        data = self.lineage(ref)
+        return data["vector"], [_node(n) for n in data["ancestors"]], [_node(n) for n in data["descendants"]]
+
+    def delta_tensors(self, ref: str) -> VectorSource:
+        from tvstore.db.models import TaskVector
+        from tvstore.db.wire import row_from_dict
+        from tvstore.tensors.sources import VectorSource
+
+        vector = row_from_dict(TaskVector, self.client.json("GET", f"/api/vectors/{_seg(ref)}/rows"))
+        if vector.is_recipe:
+            raise UsageError(f"{vector.label} is a saved recipe; through a server, save it with --codec to pull it")
+        return VectorSource(vector, self.blobs)
+
+    # ---- pull ---------------------------------------------------------------------------
+
+    def pull(self, ref: str, out: PathLike) -> Path:
+        from tvstore.ops.pull import pull_vector
+
+        return pull_vector(self.delta_tensors(ref), Path(out), self.progress)
+
+    def pull_checkpoint(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+        from tvstore.ops.pull import pull_checkpoint
+
+        vector = self.delta_tensors(ref)
+        base = self._base_source(vector.vector.base.name)
+        return pull_checkpoint(base, vector, self.blobs, Path(out), max_shard_bytes, self.progress)
+
+    # ---- server-side work -----------------------------------------------------------------
+
+    def pack(self, refs: list[str], codec: str, **params: Any) -> list[VectorInfo]:
+        body = {"refs": refs, "codec": codec, "params": params}
+        return [from_dict(VectorInfo, d) for d in self.client.json("POST", "/api/pack", json=body, retry=False)]
+
+    def save_merge(self, name: str, recipe: Any, codec: str | None = None, codec_rules: tuple[str, ...] = ()) -> VectorInfo:
+        body = {"name": name, "recipe": _recipe_text(recipe), "codec": codec, "codec_rules": list(codec_rules)}
+        return from_dict(VectorInfo, self.client.json("POST", "/api/merges", json=body, retry=False))
+
+    def merge_to_dir(self, recipe: Any, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES, dtype: Any = None) -> Path:
+        raise UsageError(f"`tvstore merge --out` through {self.client.url} is not supported yet; use --save-as NAME --codec lossless and pull it")
+
+    # ---- tags, removal, maintenance ------------------------------------------------------
+
+    def tag(self, ref: str, tag: str) -> VectorInfo:
+        return from_dict(VectorInfo, self.client.json("POST", f"/api/vectors/{_seg(ref)}/tags", json={"tag": tag}))
+
+    def untag(self, name: str, tag: str) -> None:
+        self.client.call("DELETE", f"/api/names/{_seg(name)}/tags/{_seg(tag)}")
+
+    def remove(self, ref: str, all_versions: bool = False) -> list[str]:
+        params = {"all": "1" if all_versions else "0"}
+        return self.client.json("DELETE", f"/api/vectors/{_seg(ref)}", params=params)["removed"]
+
+    def gc(self, grace_seconds: float | None = None, dry_run: bool = False) -> GcReport:
+        from tvstore.ops.gc import GcReport
+
+        d = self.client.json("POST", "/api/gc", json={"grace_seconds": grace_seconds, "dry_run": dry_run}, retry=False)
+        return GcReport(d["dry_run"], d["referenced"], d["digests"], d["swept_bytes"], d["kept_young"], d["temporaries"])
+
+    def verify(self) -> VerifyReport:
+        from tvstore.ops.verify import Problem, VerifyReport
+
+        d = self.client.json("POST", "/api/verify", retry=False)
+        problems = [Problem(p["blob"], p["issue"], p["owners"]) for p in d["problems"]]
+        return VerifyReport(d["schema_revision"], d["schema_head"], d["blobs_checked"], problems)
+
+    # ---- tokens and audit ------------------------------------------------------------------
+
+    def create_token(self, name: str, scope: str, names: list[str] | None = None, expires_in: float | None = None) -> tuple[TokenInfo, str]:
+        from tvstore.ops.tokens import TokenInfo
+
+        body = {"name": name, "scope": scope, "names": names or [], "expires_in": expires_in}
+        data = self.client.json("POST", "/api/tokens", json=body, retry=False)
+        return from_dict(TokenInfo, data["token"]), data["secret"]
+
+    def tokens(self) -> list[TokenInfo]:
+        from tvstore.ops.tokens import TokenInfo
+
+        return [from_dict(TokenInfo, d) for d in self.client.json("GET", "/api/tokens")]
+
+    def revoke_token(self, name: str) -> TokenInfo:
+        from tvstore.ops.tokens import TokenInfo
+
+        return from_dict(TokenInfo, self.client.json("DELETE", f"/api/tokens/{_seg(name)}"))
+
+    def audit(self, limit: int | None = None) -> list[AuditInfo]:
+        from tvstore.ops.audit import AuditInfo
+
+        params = {"limit": str(limit)} if limit is not None else {}
+        return [from_dict(AuditInfo, d) for d in self.client.json("GET", "/api/audit", params=params)]
+
+
+def _recipe_text(recipe: Any) -> Any:
+    """A recipe as the server takes it: YAML text or a mapping (a path is read here)."""
+    if isinstance(recipe, (str, os.PathLike)) and Path(recipe).is_file():
+        return Path(recipe).read_text()
+    if isinstance(recipe, (str, dict)):
+        return recipe
+    raise UsageError("through a server, give a recipe as a YAML file, YAML text or a mapping")

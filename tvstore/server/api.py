@@ -1,0 +1,287 @@
+"""The JSON API a ``RemoteRegistry`` talks to: one endpoint per facade method, each behind a scope.
+
+Endpoints only parse, authorise, call the same ``Registry`` method a local
+command calls (so names, refs and recipes are validated identically) and
+audit what changed. Registry calls block, so they run in the thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tvstore.errors import UsageError
+from tvstore.registry import Registry
+from tvstore.server.auth import require
+from tvstore.util.refs import check_name, parse_ref
+
+
+def registry_of(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def body_of(request: Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise UsageError("request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise UsageError("request body must be a JSON object")
+    return data
+
+
+def _ref_name(ref: str) -> str:
+    return parse_ref(ref).name
+
+
+async def _audit(request: Request, token: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+    await run(registry_of(request).record_audit, token, action, target, detail)
+
+
+# ---- read ------------------------------------------------------------------------------------
+
+
+async def schema(request: Request) -> JSONResponse:
+    await require(request, "read", "db current")
+    current, head = await run(registry_of(request).schema_revision)
+    return JSONResponse({"current": current, "head": head})
+
+
+async def list_vectors(request: Request) -> JSONResponse:
+    token = await require(request, "read", "ls")
+    name = request.query_params.get("name")
+    infos = await run(registry_of(request).list, name, request.query_params.get("all") == "1")
+    return JSONResponse([i.to_dict() for i in infos if token.covers(i.name)])
+
+
+async def show(request: Request) -> JSONResponse:
+    ref = request.path_params["ref"]
+    await require(request, "read", "show", _ref_name(ref))
+    return JSONResponse((await run(registry_of(request).show, ref)).to_dict())
+
+
+async def tensors(request: Request) -> JSONResponse:
+    ref = request.path_params["ref"]
+    await require(request, "read", "show --tensors", _ref_name(ref))
+    return JSONResponse([t.to_dict() for t in await run(registry_of(request).tensors, ref)])
+
+
+async def lineage(request: Request) -> JSONResponse:
+    ref = request.path_params["ref"]
+    await require(request, "read", "lineage", _ref_name(ref))
+    return JSONResponse(await run(registry_of(request).lineage, ref))
+
+
+async def vector_rows(request: Request) -> JSONResponse:
+    ref = request.path_params["ref"]
+    await require(request, "read", "pull", _ref_name(ref))
+    return JSONResponse(await run(registry_of(request).vector_rows, ref))
+
+
+async def list_bases(request: Request) -> JSONResponse:
+    await require(request, "read", "base ls")
+    return JSONResponse([b.to_dict() for b in await run(registry_of(request).bases)])
+
+
+async def show_base(request: Request) -> JSONResponse:
+    await require(request, "read", "base show")
+    return JSONResponse((await run(registry_of(request).base, request.path_params["name"])).to_dict())
+
+
+async def base_rows(request: Request) -> JSONResponse:
+    await require(request, "read", "pull")
+    return JSONResponse(await run(registry_of(request).base_rows, request.path_params["name"]))
+
+
+# ---- write -----------------------------------------------------------------------------------
+
+
+async def check_push(request: Request) -> JSONResponse:
+    """Asked before a client encodes anything, so a refused push costs nothing."""
+    name = check_name(request.path_params["name"], "task vector name")
+    token = await require(request, "write", "push", name)
+    return JSONResponse({"token": token.name})
+
+
+async def commit_push(request: Request) -> JSONResponse:
+    from tvstore.blobs.presign import can_presign
+    from tvstore.ops.wire import pending_from_dict
+
+    body = await body_of(request)
+    pending_data = body.get("pending")
+    if not isinstance(pending_data, dict):
+        raise UsageError("malformed push: 'pending' must be an object")
+    name = check_name(pending_data.get("name"), "task vector name")
+    token = await require(request, "write", "push", name)
+    pending = pending_from_dict(pending_data)
+    meta = body.get("meta") or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise UsageError("malformed push: 'meta' must map strings to strings")
+    reg = registry_of(request)
+    info = await run(reg.commit_pushed, pending, meta, can_presign(reg.blobs))  # bytes that bypassed us are hashed
+    await _audit(request, token.name, "push", info.ref, {"codec": info.codec, "stored_bytes": info.stored_bytes})
+    return JSONResponse(info.to_dict())
+
+
+async def tag(request: Request) -> JSONResponse:
+    ref = request.path_params["ref"]
+    token = await require(request, "write", "tag", _ref_name(ref))
+    tag_name = (await body_of(request)).get("tag")
+    info = await run(registry_of(request).tag, ref, tag_name)
+    await _audit(request, token.name, "tag", f"{info.name}:{tag_name}", {"ref": info.ref})
+    return JSONResponse(info.to_dict())
+
+
+async def untag(request: Request) -> JSONResponse:
+    name, tag_name = request.path_params["name"], request.path_params["tag"]
+    token = await require(request, "write", "tag --delete", check_name(name))
+    await run(registry_of(request).untag, name, tag_name)
+    await _audit(request, token.name, "untag", f"{name}:{tag_name}")
+    return JSONResponse({"removed": f"{name}:{tag_name}"})
+
+
+async def pack(request: Request) -> JSONResponse:
+    body = await body_of(request)
+    refs, codec, params = body.get("refs"), body.get("codec"), body.get("params") or {}
+    if not isinstance(refs, list) or not isinstance(codec, str) or not isinstance(params, dict):
+        raise UsageError("malformed pack: expected refs (list), codec (string), params (object)")
+    token = None
+    for ref in refs:
+        token = await require(request, "write", "pack", _ref_name(ref))
+    if token is None:
+        token = await require(request, "write", "pack")
+    infos = await run(registry_of(request).pack, refs, codec, **params)
+    await _audit(request, token.name, "pack", ", ".join(i.ref for i in infos), {"codec": codec, "inputs": refs})
+    return JSONResponse([i.to_dict() for i in infos])
+
+
+async def save_merge(request: Request) -> JSONResponse:
+    from tvstore.merge import load_recipe
+
+    body = await body_of(request)
+    name = check_name(body.get("name"), "task vector name")
+    token = await require(request, "write", "merge --save-as", name)
+    recipe = load_recipe(_recipe_mapping(body.get("recipe")))
+    for ref in recipe.vectors:  # every input must be readable by this token
+        await require(request, "read", "merge --save-as", ref.name)
+    codec, rules = body.get("codec"), tuple(body.get("codec_rules") or ())
+    info = await run(registry_of(request).save_merge, name, recipe, codec, rules)
+    await _audit(request, token.name, "merge", info.ref, {"inputs": [str(r) for r in recipe.vectors], "codec": codec})
+    return JSONResponse(info.to_dict())
+
+
+def _recipe_mapping(recipe: Any) -> dict[str, Any]:
+    """YAML text or a mapping; never a path (the server reads no files a client names)."""
+    if isinstance(recipe, str):
+        try:
+            recipe = yaml.safe_load(recipe)
+        except yaml.YAMLError as e:
+            raise UsageError(f"recipe is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(recipe, dict):
+        raise UsageError("recipe: expected a mapping at the top level")
+    return recipe
+
+
+# ---- admin -----------------------------------------------------------------------------------
+
+
+async def remove(request: Request) -> JSONResponse:
+    ref = request.path_params["ref"]
+    all_versions = request.query_params.get("all") == "1"
+    token = await require(request, "admin", "rm", _ref_name(ref))
+    removed = await run(registry_of(request).remove, ref, all_versions)
+    await _audit(request, token.name, "rm", ref, {"removed": removed})
+    return JSONResponse({"removed": removed})
+
+
+async def remove_base(request: Request) -> JSONResponse:
+    name = request.path_params["name"]
+    token = await require(request, "admin", "base rm")
+    await run(registry_of(request).remove_base, name)
+    await _audit(request, token.name, "base rm", name)
+    return JSONResponse({"removed": name})
+
+
+async def gc(request: Request) -> JSONResponse:
+    from tvstore.ops.gc import DEFAULT_GRACE_SECONDS
+
+    token = await require(request, "admin", "gc")
+    body = await body_of(request)
+    grace = body.get("grace_seconds")
+    report = await run(registry_of(request).gc, DEFAULT_GRACE_SECONDS if grace is None else float(grace), bool(body.get("dry_run")))
+    if not report.dry_run:
+        await _audit(request, token.name, "gc", "blobs", {"swept": len(report.swept), "swept_bytes": report.swept_bytes})
+    return JSONResponse(report.to_dict())
+
+
+async def verify(request: Request) -> JSONResponse:
+    await require(request, "admin", "verify")
+    return JSONResponse((await run(registry_of(request).verify)).to_dict())
+
+
+async def list_tokens(request: Request) -> JSONResponse:
+    await require(request, "admin", "token ls")
+    return JSONResponse([t.to_dict() for t in await run(registry_of(request).tokens)])
+
+
+async def create_token(request: Request) -> JSONResponse:
+    token = await require(request, "admin", "token create")
+    body = await body_of(request)
+    info, secret = await run(
+        registry_of(request).create_token, body.get("name"), body.get("scope"), body.get("names") or [], body.get("expires_in")
+    )
+    await _audit(request, token.name, "token create", info.name, {"scope": info.scope, "names": info.names})
+    return JSONResponse({"token": info.to_dict(), "secret": secret})
+
+
+async def revoke_token(request: Request) -> JSONResponse:
+    token = await require(request, "admin", "token revoke")
+    info = await run(registry_of(request).revoke_token, request.path_params["name"])
+    await _audit(request, token.name, "token revoke", info.name)
+    return JSONResponse(info.to_dict())
+
+
+async def audit(request: Request) -> JSONResponse:
+    await require(request, "admin", "audit")
+    limit = request.query_params.get("limit")
+    if limit is not None and not limit.isdigit():
+        raise UsageError(f"bad limit {limit!r}")
+    entries = await run(registry_of(request).audit, int(limit) if limit else None)
+    return JSONResponse([e.to_dict() for e in entries])
+
+
+routes = [
+    Route("/api/schema", schema),
+    Route("/api/vectors", list_vectors, methods=["GET"]),
+    Route("/api/vectors", commit_push, methods=["POST"]),
+    Route("/api/check/push/{name:path}", check_push),
+    Route("/api/vectors/{ref:path}/tensors", tensors),
+    Route("/api/vectors/{ref:path}/lineage", lineage),
+    Route("/api/vectors/{ref:path}/rows", vector_rows),
+    Route("/api/vectors/{ref:path}/tags", tag, methods=["POST"]),
+    Route("/api/vectors/{ref:path}", show, methods=["GET"]),
+    Route("/api/vectors/{ref:path}", remove, methods=["DELETE"]),
+    Route("/api/names/{name:path}/tags/{tag}", untag, methods=["DELETE"]),
+    Route("/api/bases", list_bases),
+    Route("/api/bases/{name:path}/rows", base_rows),
+    Route("/api/bases/{name:path}", show_base, methods=["GET"]),
+    Route("/api/bases/{name:path}", remove_base, methods=["DELETE"]),
+    Route("/api/pack", pack, methods=["POST"]),
+    Route("/api/merges", save_merge, methods=["POST"]),
+    Route("/api/gc", gc, methods=["POST"]),
+    Route("/api/verify", verify, methods=["POST"]),
+    Route("/api/tokens", list_tokens, methods=["GET"]),
+    Route("/api/tokens", create_token, methods=["POST"]),
+    Route("/api/tokens/{name:path}", revoke_token, methods=["DELETE"]),
+    Route("/api/audit", audit),
+]
