@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from tvstore.errors import TvstoreError
-from tvstore.cli import bases, maintenance, vectors
+from tvstore.cli import bases, maintenance, serve, tokens, vectors
 from tvstore.cli.merge import merge
 from tvstore.cli.context import State
 from tvstore.cli.output import err
@@ -29,8 +29,10 @@ def configure(
     database_url: Optional[str] = typer.Option(None, "--database-url", envvar="TVSTORE_DATABASE_URL", help="SQLAlchemy URL, e.g. postgresql://user@host/db."),
     blob_url: Optional[str] = typer.Option(None, "--blob-url", envvar="TVSTORE_BLOB_URL", help="Blob store: a path, file://, or s3://bucket/prefix."),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL (MinIO, Ceph, R2, ...)."),
+    remote: Optional[str] = typer.Option(None, "--remote", envvar="TVSTORE_REMOTE", help="Work through a `tvstore serve` server, e.g. http://host:8700."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="TVSTORE_TOKEN", help="Bearer token for --remote (see `tvstore token create`)."),
 ) -> None:
-    ctx.obj = State(home, database_url, blob_url, s3_endpoint)
+    ctx.obj = State(home, database_url, blob_url, s3_endpoint, remote, token)
 
 
 app.add_typer(bases.app, name="base", help="Register and inspect base models.")
@@ -38,6 +40,9 @@ app.add_typer(maintenance.db_app, name="db", help="Database schema: upgrade, cur
 vectors.register(app)
 app.command("merge")(merge)
 maintenance.register(app)
+app.add_typer(tokens.token_app, name="token", help="Tokens for a served registry: create, ls, revoke.")
+app.command("audit")(tokens.audit)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

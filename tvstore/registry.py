@@ -42,9 +42,16 @@ if TYPE_CHECKING:
     from tvstore.ops.merges import RecipeSource
     from tvstore.ops.push import PendingVector
     from tvstore.tensors.sources import VectorSource
+    from tvstore.ops.audit import AuditInfo
+    from tvstore.ops.tokens import TokenInfo
+    from tvstore.remote import RemoteRegistry
 
 PathLike = str | os.PathLike[str]
 RecipeLike = "str | os.PathLike[str] | dict[str, Any] | Recipe"
+
+
+def _path(path: PathLike | None) -> Path | None:
+    return None if path is None else Path(path)
 
 
 def _recipe(recipe: RecipeLike) -> Recipe:
@@ -71,12 +78,19 @@ class Registry:
         blob_url: str | None = None,
         progress: Progress = no_progress,
         s3_endpoint: str | None = None,
-    ) -> Registry:
+        remote: str | None = None,
+        token: str | None = None,
+    ) -> Registry | RemoteRegistry:
         """Open a registry: ``TVSTORE_HOME`` by default, or explicit database/blob URLs.
 
         ``s3_endpoint`` points an ``s3://`` blob URL at MinIO, Ceph, R2, ...
-        (default: ``AWS_ENDPOINT_URL``, else AWS).
+        (default: ``AWS_ENDPOINT_URL``, else AWS). ``remote`` (``http://host:8700``)
+        opens a registry served by ``tvstore serve`` instead, with ``token`` as its bearer secret.
         """
+        if remote:
+            from tvstore.remote import RemoteRegistry
+
+            return RemoteRegistry(remote, token, progress)
         return cls(Location.resolve(home, database_url, blob_url), progress, s3_endpoint)
 
     def __enter__(self) -> Registry:
@@ -163,30 +177,20 @@ class Registry:
         to_checkpoint: PathLike | None = None,
     ) -> VectorInfo:
         """Store ``finetuned - base``, or ``to_checkpoint - from_checkpoint``, as a new version of ``name``."""
-        from tvstore.checkpoint.peft import is_adapter_dir
+        from tvstore.ops.encode_push import check_push_args, encode_push
         from tvstore.tensors.codec_plan import CodecPlan
-        from tvstore.ops.push import push_difference, push_finetune
-        from tvstore.ops.push_lora import push_adapter
         from tvstore.tensors.sources import BaseSource
 
         check_name(name, "task vector name")
         plan = codec if isinstance(codec, CodecPlan) else CodecPlan.parse(codec, codec_rules)
-        if finetuned is None and (from_checkpoint is None or to_checkpoint is None):
-            raise UsageError("give a fine-tuned checkpoint, or both --from and --to")
-        if finetuned is not None and (from_checkpoint or to_checkpoint):
-            raise UsageError("give either a fine-tuned checkpoint or --from/--to, not both")
+        check_push_args(finetuned, from_checkpoint, to_checkpoint)
         self.check_schema()
         with self.session() as session:  # read, then close: no transaction stays open while encoding
             base_row = get_full_base(session, get_base(session, base).id)
         source = BaseSource(base_row, self.blobs)
-        if finetuned is not None and is_adapter_dir(Path(finetuned)):
-            pending = push_adapter(name, Path(finetuned), source, self.blobs, extra, self.progress)
-        elif finetuned is not None:
-            pending = push_finetune(name, Path(finetuned), source, self.blobs, plan, extra, self.progress)
-        else:
-            pending = push_difference(
-                name, Path(from_checkpoint), Path(to_checkpoint), source, self.blobs, plan, extra, self.progress
-            )
+        pending = encode_push(
+            name, source, self.blobs, plan, _path(finetuned), _path(from_checkpoint), _path(to_checkpoint), extra, self.progress
+        )
         return self._commit(pending, base_row, meta or {})
 
     def _commit(self, pending: PendingVector, base_row: BaseModel, meta: dict[str, Any]) -> VectorInfo:
@@ -384,3 +388,81 @@ class Registry:
         self.check_schema()
         with self.session() as session:
             return verify_registry(self.engine, session, without_cache(self.blobs), self.progress)
+
+    # ---- a served registry: tokens, audit, pushes a remote client encoded ------------------
+
+    def create_token(
+        self, name: str, scope: str, names: list[str] | None = None, expires_in: float | None = None
+    ) -> tuple[TokenInfo, str]:
+        """A new token and its secret (shown once; only its hash is stored)."""
+        from tvstore.ops.tokens import create_token
+
+        self.check_schema()
+        with self.session() as session, session.begin():
+            return create_token(session, name, scope, names, expires_in)
+
+    def tokens(self) -> list[TokenInfo]:
+        from tvstore.ops.tokens import list_tokens
+
+        self.check_schema()
+        with self.session() as session:
+            return list_tokens(session)
+
+    def revoke_token(self, name: str) -> TokenInfo:
+        from tvstore.ops.tokens import revoke_token
+
+        self.check_schema()
+        with self.session() as session, session.begin():
+            return revoke_token(session, name)
+
+    def authenticate(self, secret: str | None) -> TokenInfo:
+        from tvstore.ops.tokens import authenticate
+
+        with self.session() as session:
+            return authenticate(session, secret)
+
+    def audit(self, limit: int | None = None) -> list[AuditInfo]:
+        from tvstore.ops.audit import list_audit
+
+        self.check_schema()
+        with self.session() as session:
+            return list_audit(session, limit)
+
+    def record_audit(self, token: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+        from tvstore.ops.audit import record
+
+        with self.session() as session, session.begin():
+            record(session, token, action, target, detail)
+
+    def base_rows(self, name: str) -> dict[str, Any]:
+        """A base with its tensor manifest as JSON (what a remote client encodes against)."""
+        from tvstore.db.wire import row_to_dict
+
+        self.check_schema()
+        with self.session() as session:
+            return row_to_dict(get_full_base(session, get_base(session, name).id))
+
+    def vector_rows(self, ref: str) -> dict[str, Any]:
+        """A stored vector with its tensors and components as JSON (what a remote client decodes)."""
+        from tvstore.db.wire import row_to_dict
+
+        self.check_schema()
+        with self.session() as session:
+            return row_to_dict(get_full_vector(session, ref))
+
+    def missing_blobs(self, digests: list[str]) -> list[str]:
+        """Which of ``digests`` the store lacks: a client uploads only those."""
+        return [d for d in dict.fromkeys(digests) if not self.blobs.exists(d)]
+
+    def commit_pushed(self, pending: PendingVector, meta: dict[str, Any], verify_uploads: bool = False) -> VectorInfo:
+        """Commit a push a remote client encoded; with ``verify_uploads`` its new blobs are hashed first."""
+        from tvstore.ops.uploads import verify_uploads as verify
+        from tvstore.ops.wire import blob_digests
+
+        check_name(pending.name, "task vector name")
+        self.check_schema()
+        with self.session() as session:
+            base_row = get_full_base(session, get_base(session, pending.base_name).id)
+            if verify_uploads:
+                verify(session, self.blobs, blob_digests(pending))
+        return self._commit(pending, base_row, meta)
