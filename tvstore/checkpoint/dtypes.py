@@ -32,7 +32,3 @@ def dtype_from_name(name: str) -> torch.dtype:
         return _BY_NAME[key]
     except KeyError:
         raise UsageError(f"unknown dtype {name!r} (use fp32, fp16, bf16 or a safetensors name)") from None
-
-
-def is_float(dtype: torch.dtype) -> bool:
-    return dtype.is_floating_point

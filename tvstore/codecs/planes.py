@@ -43,13 +43,6 @@ def rotate_left(bits: np.ndarray) -> np.ndarray:
     return out
 
 
-def rotate_right(bits: np.ndarray) -> np.ndarray:
-    width = bits.dtype.itemsize * 8
-    out = np.right_shift(bits, bits.dtype.type(1))
-    out |= bits << bits.dtype.type(width - 1)
-    return out
-
-
 def _rotate_right_inplace(bits: np.ndarray, tmp: np.ndarray) -> None:
     """``bits = rotr(bits, 1)`` using ``tmp`` (same length) as scratch: no allocation."""
     width = bits.dtype.itemsize * 8
@@ -94,7 +87,7 @@ def join_planes(planes: list[bytes], width: int) -> np.ndarray:
 
 
 def join_rotated(planes: list, width: int, rotate: bool, out: np.ndarray | None = None) -> np.ndarray:
-    """``rotate_right(join_planes(planes))`` (or no rotation) in one cache-sized pass.
+    """The inverse of :func:`rotate_left`, applied to ``join_planes(planes)`` (or no rotation) in one cache-sized pass.
 
     ``planes`` may be any buffers (bytes, memoryviews of a payload); ``out``
     (``n * width`` bytes, any dtype) receives the result, so a caller can

@@ -6,6 +6,7 @@ installed tvstore can upgrade any database it meets, as MLflow does.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.resources import files
 
 from alembic import command
@@ -26,10 +27,24 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
-def head_revision(engine: Engine) -> str:
-    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+@cache
+def _scripts() -> ScriptDirectory:
+    """The shipped migration scripts, parsed once per process: they cannot change under a running tvstore,
+    and parsing them took half of an empty ``ls`` (3.7 ms)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("tvstore.migrations")))
+    return ScriptDirectory.from_config(cfg)
+
+
+@cache
+def _head() -> str:
+    head = _scripts().get_current_head()
     assert head is not None
     return head
+
+
+def head_revision(engine: Engine) -> str:
+    return _head()
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -56,7 +71,7 @@ def check_schema(engine: Engine) -> None:
         if has_tables:
             raise SchemaError(f"database {engine.url!r} is not a tvstore registry (no schema revision)")
         raise SchemaError("registry is not initialised: run `tvstore init`")
-    known = {s.revision for s in ScriptDirectory.from_config(alembic_config(engine)).walk_revisions()}
+    known = {s.revision for s in _scripts().walk_revisions()}
     if current not in known:
         raise SchemaError(
             f"database schema is at revision {current}, newer than this tvstore knows (head {head}): upgrade tvstore"

@@ -26,16 +26,15 @@ against zeros). An input lacking a base tensor contributes a zero tau.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from contextlib import closing
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from tvstore.checkpoint.reader import TensorInfo
 from tvstore.errors import TvstoreError, UsageError
-from tvstore.util.parallel import tensor_pool
+from tvstore.util.parallel import ordered_map
 from tvstore.merge.recipe import Recipe, ResolvedRecipe
 
 
@@ -174,26 +173,9 @@ def _dtype_shape(info: object) -> tuple[torch.dtype, tuple[int, ...]]:
 def materialize(merger: Merger, *, workers: int = 2, lookahead: int = 1) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, theta)`` in order, computing up to ``workers + lookahead`` tensors ahead."""
     names = merger.names()
-    if workers <= 1:
-        for name in names:
-            yield name, merger.get(name)
-        return
-    window = workers + max(0, lookahead)
-    with tensor_pool(workers, "tvstore-merge") as pool:
-        pending: deque[tuple[str, Future[torch.Tensor]]] = deque()
-        todo = iter(names)
-        try:
-            for name in todo:
-                pending.append((name, pool.submit(merger.get, name)))
-                if len(pending) >= window:
-                    done_name, fut = pending.popleft()
-                    yield done_name, fut.result()
-            while pending:
-                done_name, fut = pending.popleft()
-                yield done_name, fut.result()
-        finally:
-            for _, fut in pending:  # a consumer that stops early must not leave work running
-                fut.cancel()
+    tensors = ordered_map(merger.get, names, max(1, workers), workers + max(0, lookahead), "tvstore-merge")
+    with closing(tensors):  # a consumer that stops early must not leave work running
+        yield from zip(names, tensors)
 
 
 class LazyMerged(Mapping[str, torch.Tensor]):

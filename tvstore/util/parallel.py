@@ -52,15 +52,20 @@ def tensor_pool(workers: int, prefix: str) -> Iterator[ThreadPoolExecutor]:
         torch.set_num_threads(before)
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, window: int | None = None) -> Iterator[R]:
-    """``map(fn, items)`` on a thread pool, results in input order, at most ``window`` in flight."""
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, window: int | None = None, prefix: str = "tvstore"
+) -> Iterator[R]:
+    """``map(fn, items)`` on a thread pool, results in input order, at most ``window`` in flight.
+
+    Closing the iterator early (a consumer that stops) cancels the work not yet started.
+    """
     workers = workers or default_workers()
     if workers == 1:
         yield from map(fn, items)
         return
     window = window or 2 * workers
     pending: deque[Future[R]] = deque()
-    with tensor_pool(workers, "tvstore") as pool:
+    with tensor_pool(workers, prefix) as pool:
         try:
             for item in items:
                 pending.append(pool.submit(fn, item))
