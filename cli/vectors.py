@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -13,6 +13,9 @@ from tvstore.errors import UsageError
 from tvstore.ops.info import VectorInfo
 from tvstore.util.refs import parse_ref
 from tvstore.util.units import parse_meta, parse_size
+
+if TYPE_CHECKING:
+    from tvstore.ops.lora_export import LoraExport  # imports torch: the CLI loads it only when exporting
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -57,10 +60,21 @@ def pull(
     out_path: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file, or directory with --checkpoint."),
     checkpoint: bool = typer.Option(False, "--checkpoint", help="Rebuild base + vector as a Hugging Face directory."),
     shard_size: str = typer.Option("5GB", "--shard-size", help="Largest shard with --checkpoint."),
+    lora: bool = typer.Option(False, "--lora", help="Write a PEFT LoRA adapter directory (truncated SVD per changed 2-D weight)."),
+    rank: Optional[str] = typer.Option(None, "--rank", help="With --lora: the rank, or 'auto' with --max-error (default 16)."),
+    max_error: Optional[float] = typer.Option(None, "--max-error", help="With --lora --rank auto: largest relative L2 error per module."),
+    target_modules: list[str] = typer.Option([], "--target-modules", help="With --lora: PEFT module names or globs (repeatable; default all)."),
     json: bool = JSON,
 ) -> None:
-    """Write a task vector, or the fine-tune rebuilt from it."""
+    """Write a task vector, the fine-tune rebuilt from it, or a LoRA adapter of it."""
     reg = registry(ctx)
+    if lora:
+        if checkpoint:
+            raise UsageError("give --lora or --checkpoint, not both")
+        _print_lora(reg.to_lora(ref, out_path, rank or 16, max_error, target_modules), json)
+        return
+    if rank is not None or max_error is not None or target_modules:
+        raise UsageError("--rank, --max-error and --target-modules go with --lora")
     if checkpoint:
         written = reg.pull_checkpoint(ref, out_path, parse_size(shard_size))
     else:
@@ -71,6 +85,21 @@ def pull(
         return
     what = "checkpoint" if checkpoint else "task vector"
     out.print(f"wrote {what} {info.ref} to {written}", highlight=False)
+
+
+def _print_lora(export: LoraExport, json: bool) -> None:
+    if json:
+        emit_json(export.to_dict())
+        return
+    out.print(f"wrote LoRA adapter of {export.vector} to {export.out}: {len(export.modules)} modules, rank {export.rank}, "
+              f"rel L2 {fmt_float(export.rel_l2)} (whole vector)", highlight=False)
+    rows = [[m.module, m.kind, "x".join(map(str, m.shape)), str(m.rank), fmt_float(m.kept_energy, 6),
+             fmt_float(m.rel_l2), "yes" if m.exact else ""] for m in export.modules]
+    table(None, ["module", "kind", "shape", "rank", "kept energy", "rel L2", "exact"], rows)
+    if export.modules_to_save:
+        out.print(f"modules_to_save: {', '.join(export.modules_to_save)}", highlight=False)
+    if export.dropped:
+        out.print(f"not in the adapter (1-D or untargeted deltas): {len(export.dropped)} tensors", highlight=False)
 
 
 def ls(

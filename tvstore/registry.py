@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from tvstore.tensors.codec_plan import CodecPlan
     from tvstore.merge import LazyMerged, Merger, Recipe
+    from tvstore.ops.lora_export import LoraExport
     from tvstore.ops.merges import RecipeSource
     from tvstore.ops.push import PendingVector
     from tvstore.tensors.sources import VectorSource
@@ -354,6 +355,35 @@ class Registry:
             card = vector_card(session, vector.vector)
         source = BaseSource(base_row, self.blobs)
         return pull_checkpoint(source, vector, self.blobs, Path(out), max_shard_bytes, self.progress, card)
+
+    def to_lora(self, ref: str, out: PathLike, rank: int | str = 16, max_error: float | None = None,
+                target_modules: list[str] | tuple[str, ...] = ()) -> LoraExport:
+        """Write ``ref`` as a PEFT LoRA adapter directory: a truncated SVD of each changed 2-D weight.
+
+        ``rank`` is an integer, or ``"auto"`` with ``max_error`` (per-module rank, largest relative
+        L2 error); ``target_modules`` are PEFT-style names or globs (default: every changed 2-D weight).
+        """
+        from tvstore.ops.lora_export import LoraSpec, export_lora
+        from tvstore.ops.model_card import vector_card
+
+        spec = LoraSpec.parse(rank, max_error, tuple(target_modules))
+        vector = self.delta_tensors(ref)
+        with self.session() as session:
+            card = vector_card(session, vector.vector)
+        return export_lora(vector, spec, Path(out), card, self.progress)
+
+    def load(self, ref: str, model_class: Any = None, **config: Any) -> Any:
+        """The rebuilt fine-tune as a ``transformers`` model in memory (``AutoModel`` by default).
+
+        ``config`` overrides the base's config.json (e.g. ``num_labels=3`` for a task head).
+        """
+        from tvstore.ops.load_model import load_model
+        from tvstore.tensors.sources import BaseSource
+
+        vector = self.delta_tensors(ref)
+        with self.session() as session:
+            base_row = get_full_base(session, vector.vector.base_id)
+        return load_model(BaseSource(base_row, self.blobs), vector, self.blobs, model_class, config)
 
     # ---- tags, removal, maintenance ------------------------------------------------------
 

@@ -23,7 +23,7 @@ from tvstore.errors import InvalidCheckpointError
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
-_PREFIX = "base_model.model."
+PREFIX = "base_model.model."  # where PEFT saves a wrapped model's keys
 _LORA = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.(?P<adapter>[^.]+))?(?:\.weight)?$")
 
 
@@ -73,7 +73,7 @@ def _target(module: str, names: set[str]) -> str:
 
 
 def _strip(key: str) -> str:
-    return key[len(_PREFIX):] if key.startswith(_PREFIX) else key
+    return key[len(PREFIX):] if key.startswith(PREFIX) else key
 
 
 def read_adapter(path: Path, base_names: set[str]) -> Adapter:

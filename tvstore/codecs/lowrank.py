@@ -91,6 +91,31 @@ def product(b: torch.Tensor, a: torch.Tensor, scale: float) -> torch.Tensor:
     return out
 
 
+def _unpack(data: bytes) -> tuple[bytes, list[bytes]]:
+    version, header, sections = framing.unpack(data)
+    if version != _VERSION:
+        raise ValueError(f"lowrank payload version {version} is newer than this tvstore")
+    return header, sections
+
+
+def _factors(header: bytes, sections: list[bytes]) -> tuple[torch.Tensor, torch.Tensor, float]:
+    _, m, n, r, scale = _FACTOR_HEADER.unpack(header)
+    b, used = decode_values(sections, torch.float32)
+    a, _ = decode_values(sections[used:], torch.float32)
+    return b.reshape(m, r), a.reshape(r, n), scale
+
+
+def payload_factors(data: bytes) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """``(B, A, scale)`` of a factors payload as stored (float32); None for a zero or fallback payload.
+
+    A LoRA export copies these, so an adapter pushed in goes back out with the same factors.
+    """
+    if data == bitpack.ZERO_PAYLOAD:
+        return None
+    header, sections = _unpack(data)
+    return None if header[0] == FALLBACK else _factors(header, sections)
+
+
 def _parse_fallback(spec: str) -> Codec:
     from tvstore.codecs.spec import parse_codec_spec  # spec imports the registry; keep this module importable first
 
@@ -143,14 +168,10 @@ class Lowrank(Codec):
     def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
         if data == bitpack.ZERO_PAYLOAD:
             return torch.zeros(shape, dtype=dtype)
-        version, header, sections = framing.unpack(data)
-        if version != _VERSION:
-            raise ValueError(f"lowrank payload version {version} is newer than this tvstore")
+        header, sections = _unpack(data)
         if header[0] == FALLBACK:
             return get_codec(json.loads(header[1:])).decode(sections[0], shape, dtype)
-        _, m, n, r, scale = _FACTOR_HEADER.unpack(header)
+        _, m, n, _, _ = _FACTOR_HEADER.unpack(header)
         if len(shape) < 2 or matrix_shape(shape) != (m, n):
             raise ValueError(f"lowrank payload is a {m} x {n} matrix, not shape {shape}")
-        b, used = decode_values(sections, torch.float32)
-        a, _ = decode_values(sections[used:], torch.float32)
-        return buffers.convert(product(b.reshape(m, r), a.reshape(r, n), scale), dtype).reshape(shape)
+        return buffers.convert(product(*_factors(header, sections)), dtype).reshape(shape)
