@@ -44,9 +44,7 @@ def push(
 ) -> None:
     """Push a fine-tune (minus its base) as a new version of a task vector."""
     if max_error is not None:
-        if codec.split(":")[0] != "auto":
-            raise UsageError("--max-error goes with --codec auto")
-        codec = f"auto:max_error={max_error}"
+        codec = _with_max_error(codec, max_error)
     info = registry(ctx).push(
         name, finetuned, base=base, codec=codec, codec_rules=codec_for, extra=extra,
         meta=parse_meta(meta), from_checkpoint=from_ckpt, to_checkpoint=to_ckpt,
@@ -61,6 +59,18 @@ def pull(
     checkpoint: bool = typer.Option(False, "--checkpoint", help="Rebuild base + vector as a Hugging Face directory."),
     shard_size: str = typer.Option("5GB", "--shard-size", help="Largest shard with --checkpoint."),
     lora: bool = typer.Option(False, "--lora", help="Write a PEFT LoRA adapter directory (truncated SVD per changed 2-D weight)."),
+def _with_max_error(codec: str, max_error: float) -> str:
+    """``--codec auto --max-error E`` as the one spec ``auto:max_error=E`` (read by the spec parser)."""
+    from tvstore.codecs.spec import split_codec_spec  # imports torch: only when pushing
+
+    codec_id, params = split_codec_spec(codec)
+    if codec_id != "auto":
+        raise UsageError("--max-error goes with --codec auto")
+    if "max_error" in params:
+        raise UsageError("max_error given twice (in --codec and as --max-error)")
+    return f"auto:max_error={max_error!r}"
+
+
     rank: Optional[str] = typer.Option(None, "--rank", help="With --lora: the rank, or 'auto' with --max-error (default 16)."),
     max_error: Optional[float] = typer.Option(None, "--max-error", help="With --lora --rank auto: largest relative L2 error per module."),
     target_modules: list[str] = typer.Option([], "--target-modules", help="With --lora: PEFT module names or globs (repeatable; default all)."),

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from tvstore.codecs import framing, planes
-from tvstore.codecs.base import Codec, Shape, register_codec
+from tvstore.codecs.base import Codec, Shape, param, register_codec
+from tvstore.util.bounds import Bounds
 
 _VERSION = 1
 
@@ -29,11 +30,7 @@ class Lossless(Codec):
 
     codec_id = "lossless"
     exact = True
-    level: int = 3
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.level <= 22:
-            raise ValueError(f"level must be in 1..22, got {self.level}")
+    level: int = param(3, Bounds(int, 1, 22))
 
     def encode(self, tensor: torch.Tensor) -> bytes:
         bits = planes.as_uint(tensor)

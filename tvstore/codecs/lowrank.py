@@ -9,7 +9,13 @@ fraction of ``sum S^2`` (capped at ``rank`` unless ``rank`` is None).
 
 Tensors of fewer than two dims (biases, norms) are encoded with the
 ``fallback`` codec (default ``lossless``); the payload records which path was
-taken (and the fallback's full config), so decoding needs nothing else.
+taken (and the fallback's full config), so decoding needs nothing else. So is
+a matrix whose rank-r factors would hold at least as many entries as the
+matrix itself (``r (m + n) >= m n``, e.g. any rank at or above ``min(m, n) / 2``
+for a square one): low-rank never stores more than the exact path would. A
+fixed ``rank`` too high for every matrix of a model is refused before
+anything is encoded (:meth:`Lowrank.check_shapes`), since it would store the
+whole model with the fallback.
 
 The product is summed rank-1 term by rank-1 term in float32 with separate
 multiply and add operations, never through BLAS, so a rebuild is
@@ -21,14 +27,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from tvstore.codecs import bitpack, buffers, framing
-from tvstore.codecs.base import Codec, Shape, get_codec, register_codec
+from tvstore.codecs.base import Codec, Shape, get_codec, param, register_codec
 from tvstore.codecs.values import check_value_dtype, decode_values, encode_values
 from tvstore.errors import CodecError
+from tvstore.util.bounds import POSITIVE_INT, UNIT_OPEN_CLOSED
 
 _VERSION = 1
 FACTORS, FALLBACK = 0, 1
@@ -116,6 +124,16 @@ def payload_factors(data: bytes) -> tuple[torch.Tensor, torch.Tensor, float] | N
     return None if header[0] == FALLBACK else _factors(header, sections)
 
 
+def _factors_smaller(rank: int, m: int, n: int) -> bool:
+    """Whether rank-``rank`` factors of an m x n matrix hold fewer entries than the matrix."""
+    return min(rank, m, n) * (m + n) < m * n
+
+
+def _break_even(m: int, n: int) -> int:
+    """The largest rank whose factors are smaller than an m x n matrix (0 if none)."""
+    return -(-m * n // (m + n)) - 1
+
+
 def _parse_fallback(spec: str) -> Codec:
     from tvstore.codecs.spec import parse_codec_spec  # spec imports the registry; keep this module importable first
 
@@ -134,36 +152,49 @@ class Lowrank(Codec):
     """Truncated SVD (``rank``, or kept ``energy`` fraction capped at ``rank``); ``factors`` dtype."""
 
     codec_id = "lowrank"
-    rank: int | None = 16
-    energy: float | None = None
+    rank: int | None = param(16, POSITIVE_INT, optional=True)
+    energy: float | None = param(None, UNIT_OPEN_CLOSED, optional=True)
     factors: str = "fp32"
     fallback: str = "lossless"
 
-    def __post_init__(self) -> None:
-        if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
-            raise ValueError(f"rank must be a positive integer or null, got {self.rank!r}")
-        if self.energy is not None and (not isinstance(self.energy, (int, float)) or not 0 < self.energy <= 1):
-            raise ValueError(f"energy must be in (0, 1] or null, got {self.energy!r}")
+    def validate(self) -> None:
         if self.rank is None and self.energy is None:
             raise ValueError("rank and energy cannot both be null")
         check_value_dtype(self.factors, "factors")
         _parse_fallback(self.fallback)
 
+    def check_shapes(self, shapes: Sequence[Shape]) -> None:
+        """Refuse a fixed ``rank`` at which no matrix's factors would be smaller than the matrix."""
+        matrices = [matrix_shape(s) for s in shapes if len(s) >= 2]
+        if self.rank is None or self.energy is not None or not matrices:
+            return
+        if not any(_factors_smaller(self.rank, m, n) for m, n in matrices):
+            best = max(_break_even(m, n) for m, n in matrices)
+            raise ValueError(f"rank {self.rank} is too high for every matrix of this model (its factors would be "
+                             f"larger than the matrix); use rank <= {best}")
+
     def encode(self, tensor: torch.Tensor) -> bytes:
         if tensor.ndim < 2:
-            inner = _parse_fallback(self.fallback)
-            config = json.dumps(inner.get_config(), sort_keys=True).encode()
-            header = struct.pack("<B", FALLBACK) + config
-            return framing.pack(_VERSION, header, [inner.encode(tensor)])
+            return self._fallback_payload(tensor)
         if not bool(torch.isfinite(tensor).all()):
             raise ValueError("lowrank cannot encode inf or nan entries")
         if not bool(tensor.any()):
             return bitpack.ZERO_PAYLOAD
         m, n = matrix_shape(tuple(tensor.shape))
+        if self.rank is not None and not _factors_smaller(self.rank, m, n):
+            return self._fallback_payload(tensor)
         matrix = tensor.detach().reshape(m, n)
         peak = float(matrix.abs().max())
         b, a = svd_factors(matrix.to(torch.float64) / peak, self.rank, self.energy)  # unit range: no fp32 overflow
+        if not _factors_smaller(b.shape[1], m, n):  # an energy target that needs (nearly) full rank
+            return self._fallback_payload(tensor)
         return lowrank_payload_from_factors(b, a, peak, self.factors)
+
+    def _fallback_payload(self, tensor: torch.Tensor) -> bytes:
+        inner = _parse_fallback(self.fallback)
+        config = json.dumps(inner.get_config(), sort_keys=True).encode()
+        header = struct.pack("<B", FALLBACK) + config
+        return framing.pack(_VERSION, header, [inner.encode(tensor)])
 
     def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
         if data == bitpack.ZERO_PAYLOAD:

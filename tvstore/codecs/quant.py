@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from tvstore.codecs import bitpack, buffers, framing, planes
-from tvstore.codecs.base import Codec, Shape, register_codec
+from tvstore.codecs.base import Codec, Shape, param, register_codec
+from tvstore.util.bounds import POSITIVE_INT, Bounds
 
 _VERSION = 1
 _GRANULARITIES = ("tensor", "channel", "group")
@@ -140,18 +141,14 @@ class Quant(Codec):
     """``bits`` in 1..8 (TVQ uses 8/4/3/2); ``granularity`` tensor|channel|group; ``clip`` minmax|mse."""
 
     codec_id = "quant"
-    bits: int = 4
+    bits: int = param(4, Bounds(int, 1, 8))
     granularity: str = "tensor"
-    group_size: int = 128
+    group_size: int = param(128, POSITIVE_INT)
     clip: str = "minmax"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.bits, int) or not 1 <= self.bits <= 8:
-            raise ValueError(f"bits must be an integer in 1..8, got {self.bits!r}")
+    def validate(self) -> None:
         if self.granularity not in _GRANULARITIES:
             raise ValueError(f"granularity must be one of {', '.join(_GRANULARITIES)}, got {self.granularity!r}")
-        if not isinstance(self.group_size, int) or self.group_size < 1:
-            raise ValueError(f"group_size must be a positive integer, got {self.group_size!r}")
         if self.clip not in CLIPS:
             raise ValueError(f"clip must be one of {', '.join(CLIPS)}, got {self.clip!r}")
 

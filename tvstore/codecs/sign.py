@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from tvstore.codecs import bitpack, buffers, framing
-from tvstore.codecs.base import Codec, Shape, register_codec
+from tvstore.codecs.base import Codec, Shape, param, register_codec
 from tvstore.codecs.sparse import Sparse
+from tvstore.util.bounds import UNIT_OPEN_CLOSED
 
 _VERSION = 1
 _HEADER = struct.Struct("<QQB")  # n, rows, layout
@@ -57,12 +58,10 @@ class Sign(Codec):
     """Signs on a top-``density`` support times a per-row (or per-tensor) least-squares scale."""
 
     codec_id = "sign"
-    density: float = 1.0
+    density: float = param(1.0, UNIT_OPEN_CLOSED)
     scales: str = "row"
 
-    def __post_init__(self) -> None:
-        if isinstance(self.density, bool) or not isinstance(self.density, (int, float)) or not 0 < self.density <= 1:
-            raise ValueError(f"density must be a number in (0, 1], got {self.density!r}")
+    def validate(self) -> None:
         if self.scales not in _SCALES:
             raise ValueError(f"scales must be one of {', '.join(_SCALES)}, got {self.scales!r}")
 

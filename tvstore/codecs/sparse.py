@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 from tvstore.codecs import bitpack, buffers, framing
-from tvstore.codecs.base import Codec, Shape, register_codec
+from tvstore.codecs.base import Codec, Shape, param, register_codec
 from tvstore.codecs.values import check_value_dtype, decode_values, encode_values
+from tvstore.util.bounds import UNIT_CLOSED_OPEN, UNIT_OPEN_CLOSED, Bounds
 
 _VERSION = 1
 _HEADER = struct.Struct("<Q")  # n
@@ -110,12 +111,10 @@ class Sparse(Codec):
     """Top-k magnitude sparsification; kept entries exact at ``values`` dtype."""
 
     codec_id = "sparse"
-    density: float = 0.1
+    density: float = param(0.1, UNIT_OPEN_CLOSED)
     values: str = "fp16"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.density, (int, float)) or not 0 < self.density <= 1:
-            raise ValueError(f"density must be in (0, 1], got {self.density!r}")
+    def validate(self) -> None:
         check_value_dtype(self.values)
 
     def support(self, tensor: torch.Tensor) -> np.ndarray:
@@ -158,15 +157,11 @@ class Dare(Codec):
     """DARE: keep with probability 1-p, rescale kept entries by 1/(1-p)."""
 
     codec_id = "dare"
-    p: float = 0.9
-    seed: int = 0
+    p: float = param(0.9, UNIT_CLOSED_OPEN)
+    seed: int = param(0, Bounds(int, 0, 2**63 - 1))
     values: str = "fp16"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.p, (int, float)) or not 0 <= self.p < 1:
-            raise ValueError(f"p must be in [0, 1), got {self.p!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+    def validate(self) -> None:
         check_value_dtype(self.values)
 
     def support(self, tensor: torch.Tensor) -> np.ndarray:

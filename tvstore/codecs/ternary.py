@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from tvstore.codecs import bitpack, buffers, framing
-from tvstore.codecs.base import Codec, Shape, register_codec
+from tvstore.codecs.base import Codec, Shape, param, register_codec
 from tvstore.codecs.sparse import Sparse
+from tvstore.util.bounds import UNIT_OPEN_CLOSED, Bounds
 
 _VERSION = 1
 _HEADER = struct.Struct("<QfB")  # n, magnitude, layout
@@ -49,14 +50,8 @@ class Ternary(Codec):
     """ComPEFT ternary codec (``density`` of entries kept, ``alpha`` scales sigma)."""
 
     codec_id = "ternary"
-    density: float = 0.1
-    alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.density, (int, float)) or not 0 < self.density <= 1:
-            raise ValueError(f"density must be in (0, 1], got {self.density!r}")
-        if not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < float("inf"):
-            raise ValueError(f"alpha must be a positive finite number, got {self.alpha!r}")
+    density: float = param(0.1, UNIT_OPEN_CLOSED)
+    alpha: float = param(1.0, Bounds(float, 0, lo_open=True))
 
     def encode(self, tensor: torch.Tensor) -> bytes:
         if not bool(torch.isfinite(tensor).all()):

@@ -99,6 +99,7 @@ def encode_merge(name: str, merger: Merger, base: BaseSource, blobs: BlobStore, 
                  progress: Progress = no_progress) -> PendingVector:
     """Compute the merge's deltas once and store them with ``plan``'s codecs."""
     pending = PendingVector(name, base.base.name, "merge", plan)
+    plan.check([i for i in base.infos() if i.dtype.is_floating_point])
 
     def work(item: tuple[str, torch.Tensor]):
         tname, theta = item

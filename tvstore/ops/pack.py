@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from tvstore.blobs import BlobStore
-from tvstore.codecs import parse_codec_spec
+from tvstore.codecs.spec import parse_codec_spec, split_codec_spec
 from tvstore.codecs.emr import emr_pack
 from tvstore.codecs.quant import CLIPS
 from tvstore.codecs.rtvq import DEFAULT_PAIRS, choose_pairs, rtvq_candidates, rtvq_pack
@@ -30,8 +30,9 @@ from tvstore.tensors.codec_plan import CodecPlan
 from tvstore.codecs.encoded import EncodedComponent
 from tvstore.tensors.components import delta_of_encoded
 from tvstore.tensors.encode import DELTA, EncodedTensor, encode_extra
-from tvstore.errors import UsageError
+from tvstore.errors import CodecError, UsageError
 from tvstore.tensors.metrics import ErrorStats
+from tvstore.util.bounds import POSITIVE_INT, Bounds
 from tvstore.util.progress import Progress, no_progress
 from tvstore.ops.push import PendingVector, store_tensor
 from tvstore.tensors.sources import VectorSource
@@ -43,7 +44,7 @@ Packer = Callable[[list[torch.Tensor], str], list[list[EncodedComponent]]]
 
 @dataclass(frozen=True)
 class PackSpec:
-    """What ``tvstore pack --codec ...`` asked for."""
+    """What ``tvstore pack --codec ...`` asked for, checked before any tensor is read."""
 
     codec: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -53,42 +54,48 @@ class PackSpec:
 
     @classmethod
     def parse(cls, spec: str, **overrides: Any) -> PackSpec:
-        codec_id, _, rest = spec.partition(":")
+        """``rtvq:bits=2.5`` (the codec spec grammar) plus options such as ``--lambda`` (each key once)."""
+        try:
+            codec_id, params = split_codec_spec(spec)
+        except CodecError as exc:
+            raise UsageError(str(exc)) from None
         if codec_id not in PACKERS:
             raise UsageError(f"pack codec must be one of {', '.join(PACKERS)}, got {codec_id!r}")
-        params: dict[str, Any] = {}
-        for item in filter(None, rest.split(",")):
-            key, eq, value = item.partition("=")
-            if not eq:
-                raise UsageError(f"bad pack parameter {item!r}: expected key=value")
-            params[key.strip()] = value.strip()
-        params.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(codec_id, _typed(codec_id, params))
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in params:
+                raise UsageError(f"pack parameter {key!r} given twice (in --codec and as an option)")
+            params[key] = value
+        return cls(codec_id, _checked(codec_id, params))
 
 
-_PARAMS = {
-    "rtvq": {"bits": float, "base_bits": int, "offset_bits": int, "granularity": str, "group_size": int,
-             "clip": str},
-    "tall": {"lambda": float, "shared": str},
-    "emr": {"shared": str},
+#: each pack codec's parameters: a numeric range, a tuple of choices, or ``"spec"`` (a codec spec)
+_PARAMS: dict[str, dict[str, Bounds | tuple[str, ...] | str]] = {
+    "rtvq": {"bits": Bounds(float, 0, 16, lo_open=True), "base_bits": Bounds(int, 1, 8),
+             "offset_bits": Bounds(int, 1, 8), "granularity": ("tensor", "channel", "group"),
+             "group_size": POSITIVE_INT, "clip": CLIPS},
+    "tall": {"lambda": Bounds(float, 0, 1), "shared": "spec"},
+    "emr": {"shared": "spec"},
 }
 
 
-def _typed(codec: str, params: dict[str, Any]) -> dict[str, Any]:
+def _checked(codec: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` if every one is known and in range; ``UsageError`` naming the first that is not."""
     known = _PARAMS[codec]
-    out = {}
     for key, value in params.items():
-        if key not in known:
+        rule = known.get(key)
+        if rule is None:
             raise UsageError(f"pack codec {codec!r} has no parameter {key!r} (parameters: {', '.join(known)})")
-        try:
-            out[key] = known[key](value)
-        except ValueError:
-            raise UsageError(f"pack parameter {key}={value!r} is not a {known[key].__name__}") from None
-    if codec == "rtvq" and "bits" in out and ("base_bits" in out or "offset_bits" in out):
+        if isinstance(rule, Bounds) and not rule.contains(value):
+            raise UsageError(f"pack {codec}: {key} must be {rule.describe()}, got {value!r}")
+        if isinstance(rule, tuple) and value not in rule:
+            raise UsageError(f"pack {codec}: {key} must be one of {', '.join(rule)}, got {value!r}")
+        if rule == "spec":
+            parse_codec_spec(str(value))  # a bad shared codec is refused here, before any tensor is read
+    if codec == "rtvq" and "bits" in params and ("base_bits" in params or "offset_bits" in params):
         raise UsageError("give rtvq either a budget (bits) or fixed base_bits/offset_bits, not both")
-    if out.get("clip", CLIPS[0]) not in CLIPS:
-        raise UsageError(f"pack {codec}: clip must be one of {', '.join(CLIPS)}, got {out['clip']!r}")
-    return out
+    return params
 
 
 def check_group(sources: Sequence[VectorSource]) -> list[str]:
@@ -116,7 +123,7 @@ def _packer(spec: PackSpec, bits: dict[str, tuple[int, int]]) -> Packer:
         gran, gsize, clip = p.get("granularity", "tensor"), p.get("group_size", 128), p.get("clip", "minmax")
         fixed = (p.get("base_bits", 3), p.get("offset_bits", 2))
         return lambda taus, name: rtvq_pack(taus, *bits.get(name, fixed), gran, gsize, clip)
-    shared = parse_codec_spec(p["shared"]) if "shared" in p else None
+    shared = parse_codec_spec(str(p["shared"])) if "shared" in p else None
     if spec.codec == "tall":
         return lambda taus, name: tall_pack(taus, p.get("lambda", DEFAULT_LAMBDA), shared)
     return lambda taus, name: emr_pack(taus, shared)

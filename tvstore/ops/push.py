@@ -180,6 +180,7 @@ def push_finetune(
             enc = encode_delta(tname, tau, plan.codec_for(tname), exact_target=(target, b))
             return store_tensor(enc, blobs), tensor_digest(target)
 
+        plan.check([base.info(n) for n in _float_names(base)])
         _run(work, _float_names(base) + extras, pending, digests, progress, f"pushing {name}")
         pending.tensors += _absent(ft, base)
         pending.source_digest = manifest_digest(digests + _non_float_digests(ft, base))
@@ -213,6 +214,7 @@ def push_difference(
             da.append((tname, tensor_digest(ta)))
             return store_tensor(encode_delta(tname, tb - ta, plan.codec_for(tname)), blobs), ""
 
+        plan.check([base.info(n) for n in _float_names(base)])
         _run(work, _float_names(base) + extras, pending, [], progress, f"pushing {name}")
         pending.parent_digests = {
             "from": (str(from_path), manifest_digest(da + _non_float_digests(a, base))),
