@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from tvstore.blobs.cache_config import parse_size
+from tvstore.util.units import parse_size
 from tvstore.errors import UsageError
 
 MiB = 1024 * 1024
@@ -38,8 +38,8 @@ def _env_size(name: str, default: int) -> int:
         return default
     try:
         return parse_size(raw)
-    except UsageError:
-        raise UsageError(f"{name}={raw!r} is not a size (bytes, or with a K/M/G suffix)") from None
+    except UsageError as exc:
+        raise UsageError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True)

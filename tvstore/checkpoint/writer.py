@@ -24,7 +24,7 @@ import torch
 from tvstore.checkpoint.dtypes import dtype_name
 from tvstore.checkpoint.reader import INDEX_NAME, SINGLE_NAME, TensorInfo
 from tvstore.errors import TvstoreError, UsageError
-from tvstore.util.units import DEFAULT_SHARD_BYTES, parse_size  # noqa: F401  (re-exported)
+from tvstore.util.units import DEFAULT_SHARD_BYTES
 
 
 
