@@ -155,7 +155,7 @@ def test_mergekit_missing_weight_is_reported_per_tensor() -> None:
         ("inputs: [a]", "missing 'method'"),
         ("method: ties\ninputs: []", "recipe.inputs"),
         ("method: ties\ninputs: [org/model]", r"recipe.inputs\[0\]: invalid reference"),
-        ("method: ties\ninputs: [{weight: 1}]", r"inputs\[0\]: expected a reference"),
+        ("method: ties\ninputs: [{weight: 1}]", r"recipe.inputs\[0\].ref: missing"),
         ("method: ties\ninputs: [a]\nparams: {densty: 0.5}", "params.densty: unknown parameter"),
         ("method: ties\ninputs: [{ref: a, lambda: 2}]", r"inputs\[0\] \(a\).lambda: 'lambda' applies to the whole"),
         ("method: ties\ninputs: [a]\nparams: {density: [0.1, x]}", r"params.density\[1\]: expected float"),

@@ -26,6 +26,7 @@ import torch
 
 from tvstore.errors import UsageError
 from tvstore.merge import sparsify as sp
+from tvstore.util.bounds import FINITE, NON_NEGATIVE, POSITIVE_INT, UNIT_CLOSED_OPEN, UNIT_OPEN_CLOSED, Bounds
 
 MergeFn = Callable[..., torch.Tensor]
 REQUIRED = object()  # sentinel default: the recipe must give a value
@@ -33,12 +34,13 @@ REQUIRED = object()  # sentinel default: the recipe must give a value
 
 @dataclass(frozen=True)
 class Param:
-    """One method parameter: its type, default, and whether it is set per input."""
+    """One method parameter: its type, default, whether it is set per input, and its numeric range."""
 
     kind: type
     default: Any
     per_input: bool = False
     choices: tuple[Any, ...] | None = None
+    bounds: Bounds | None = None
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,12 @@ class MethodSpec:
     base_as_input: bool = False
 
 
-_WEIGHT = Param(float, REQUIRED, per_input=True)
+_WEIGHT = Param(float, REQUIRED, per_input=True, bounds=FINITE)
+_LAMBDA = Param(float, 1.0, bounds=FINITE)
+_SEED = Param(int, 0, bounds=Bounds(int, 0, 2**63 - 1))
 _COMMON = {
     "weight": _WEIGHT,
-    "lambda": Param(float, 1.0),
+    "lambda": _LAMBDA,
     "normalize": Param(bool, False),
     "int8_mask": Param(bool, False),  # accepted for mergekit files; masks are bool here anyway
 }
@@ -151,14 +155,14 @@ def _spec(name: str, sparsifier: str | None, consensus_: bool, normalize: bool, 
           base_as_input: bool = False) -> MethodSpec:
     params = dict(_COMMON, normalize=Param(bool, normalize))
     if sparsifier is not None:
-        params["density"] = Param(float, 1.0, per_input=True)
+        params["density"] = Param(float, 1.0, per_input=True, bounds=UNIT_OPEN_CLOSED)
         params["rescale"] = Param(str, rescale, choices=(True, False, *sp.RESCALE_CHOICES))
     if sparsifier == "outliers":
-        params["gamma"] = Param(float, 0.01, per_input=True)
+        params["gamma"] = Param(float, 0.01, per_input=True, bounds=UNIT_CLOSED_OPEN)
     if sparsifier == "della":
-        params["epsilon"] = Param(float, 0.15, per_input=True)
+        params["epsilon"] = Param(float, 0.15, per_input=True, bounds=UNIT_CLOSED_OPEN)
     if sparsifier in ("random", "della"):
-        params["seed"] = Param(int, 0)
+        params["seed"] = _SEED
     if consensus_:
         params["consensus"] = Param(str, "sum", choices=("sum", "count"))
     return MethodSpec(name, _family(sparsifier, consensus_), params, base_as_input)
@@ -182,9 +186,9 @@ METHODS: dict[str, MethodSpec] = {
             consensus,
             {
                 "weight": _WEIGHT,
-                "lambda": Param(float, 1.0),
-                "k": Param(int, 2),
-                "mask_lambda": Param(float, 0.4, per_input=True),
+                "lambda": _LAMBDA,
+                "k": Param(int, 2, bounds=POSITIVE_INT),
+                "mask_lambda": Param(float, 0.4, per_input=True, bounds=NON_NEGATIVE),
             },
         ),
     )

@@ -13,7 +13,7 @@ tvstore's own::
       - code:stable               # a bare reference: weight 1.0
     params: {lambda: 1.0, normalize: true}
     dtype: bf16                   # output dtype; default: the base's dtype
-    extra_tensors: refuse         # see ``EXTRA_POLICIES``
+    extra_tensors: refuse         # see ``recipe_schema.EXTRA_POLICIES``
 
 mergekit's (``merge_method``, ``base_model``, ``models: [{model, parameters}]``,
 ``parameters``, ``dtype``/``out_dtype``), for the methods both tools have, with
@@ -42,20 +42,12 @@ import yaml
 
 from tvstore.checkpoint.dtypes import dtype_from_name
 from tvstore.errors import UsageError
+from tvstore.merge import recipe_schema as schema
 from tvstore.merge import settings
 from tvstore.merge.methods import REQUIRED, MethodSpec, get_method
 from tvstore.util.refs import Ref, parse_ref
 
-#: what to do with a tensor that some inputs have and the base lacks (e.g. a new head):
-#: ``merge``: treat the base as zeros and merge the inputs that have it;
-#: ``copy``: take it verbatim from the single input that has it;
-#: ``refuse``: raise ``UsageError``.
-EXTRA_POLICIES = ("merge", "copy", "refuse")
 _DEFAULT_EXTRA = {"task_arithmetic": "merge", "linear": "merge"}
-
-_NATIVE_KEYS = {"base", "method", "inputs", "params", "dtype", "extra_tensors"}
-_MERGEKIT_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
-                  "tokenizer_source", "tokenizer", "chat_template", "name"}
 _MERGEKIT_REFUSED = {"slices", "modules"}
 _LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)")
 
@@ -168,15 +160,24 @@ def load_recipe(source: str | Path | Mapping[str, Any]) -> Recipe:
     raise UsageError("recipe: missing 'method' (or mergekit's 'merge_method')")
 
 
+def recipe_mapping(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """A valid recipe as its plain mapping, for callers that edit recipes (parameter search)."""
+    data = _read(source)
+    load_recipe(data)  # a malformed recipe is refused before anyone edits it
+    return dict(data)
+
+
 def _read(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(source, Mapping):
         return source
     text = source
     if isinstance(source, Path) or ("\n" not in source and (source.endswith((".yml", ".yaml")) or Path(source).is_file())):
         try:
-            text = Path(source).read_text()
+            text = Path(source).read_text(encoding="utf-8")
         except OSError as e:
             raise UsageError(f"cannot read recipe {source}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"recipe {source} is not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -187,52 +188,31 @@ def _read(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _from_native(data: Mapping[str, Any]) -> Recipe:
-    _no_unknown(data, _NATIVE_KEYS, "recipe")
-    method = _method(data["method"], "method")
-    base = _ref(data["base"], "base") if data.get("base") is not None else None
-    entries = data.get("inputs")
-    if not isinstance(entries, list) or not entries:
-        raise UsageError("recipe.inputs: expected a non-empty list of vector references")
-    inputs = tuple(_native_input(e, f"inputs[{i}]") for i, e in enumerate(entries))
-    top = {"weight": 1.0, **_mapping(data.get("params"), "params")}
-    return _build(method, base, inputs, top, data.get("dtype"), data.get("extra_tensors"), data)
-
-
-def _native_input(entry: Any, where: str) -> RecipeInput:
-    if isinstance(entry, str):
-        return RecipeInput(_ref(entry, where))
-    if not isinstance(entry, Mapping) or "ref" not in entry:
-        raise UsageError(f"{where}: expected a reference or a mapping with 'ref'")
-    params = {k: v for k, v in entry.items() if k not in ("ref", "params")}
-    params.update(_mapping(entry.get("params"), f"{where}.params"))
-    return RecipeInput(_ref(entry["ref"], f"{where}.ref"), params)
+    spec = schema.validate(schema.NativeRecipe, data)
+    method = get_method(spec.method)
+    base = _ref(spec.base, "base") if spec.base is not None else None
+    inputs = tuple(RecipeInput(_ref(e.ref, f"inputs[{i}]"), e.settings()) for i, e in enumerate(spec.inputs))
+    top = {"weight": 1.0, **spec.params}
+    return _build(method, base, inputs, top, spec.dtype, spec.extra_tensors, data)
 
 
 def _from_mergekit(data: Mapping[str, Any]) -> Recipe:
     refused = _MERGEKIT_REFUSED & set(data)
     if refused:
         raise UsageError(f"recipe.{sorted(refused)[0]}: mergekit slices/modules are not supported; use 'models'")
-    _no_unknown(data, _MERGEKIT_KEYS, "recipe")
-    method = _method(data["merge_method"], "merge_method")
-    base = _ref(data["base_model"], "base_model") if data.get("base_model") is not None else None
-    models = data.get("models")
-    if not isinstance(models, list) or not models:
-        raise UsageError("recipe.models: expected a non-empty list of {model, parameters}")
+    spec = schema.validate(schema.MergekitRecipe, data)
+    method = get_method(spec.merge_method)
+    base = _ref(spec.base_model, "base_model") if spec.base_model is not None else None
     inputs = []
-    for i, entry in enumerate(models):
-        where = f"models[{i}]"
-        if not isinstance(entry, Mapping) or "model" not in entry:
-            raise UsageError(f"{where}: expected a mapping with 'model'")
-        _no_unknown(entry, {"model", "parameters"}, where)
-        ref = _ref(entry["model"], f"{where}.model")
+    for i, entry in enumerate(spec.models):
+        ref = _ref(entry.model, f"models[{i}].model")
         is_base = ref == base
         if is_base and not method.base_as_input:
             continue  # the task-arithmetic family takes the base separately, as mergekit does
-        inputs.append(RecipeInput(ref, _mapping(entry.get("parameters"), f"{where}.parameters"), is_base))
+        inputs.append(RecipeInput(ref, entry.parameters, is_base))
     if not inputs:
         raise UsageError("recipe.models: no model other than the base")
-    dtype = data.get("out_dtype") or data.get("dtype")
-    return _build(method, base, tuple(inputs), _mapping(data.get("parameters"), "parameters"), dtype, None, data)
+    return _build(method, base, tuple(inputs), spec.parameters, spec.out_dtype or spec.dtype, None, data)
 
 
 def _build(method: MethodSpec, base: Ref | None, inputs: tuple[RecipeInput, ...], top: Mapping[str, Any],
@@ -242,11 +222,7 @@ def _build(method: MethodSpec, base: Ref | None, inputs: tuple[RecipeInput, ...]
     _check_settings(method, top, "params", shared_ok=True)
     for i, inp in enumerate(inputs):
         _check_settings(method, inp.settings, f"inputs[{i}] ({inp.ref})", shared_ok=False)
-    if dtype is not None and not isinstance(dtype, str):
-        raise UsageError(f"recipe.dtype: expected a dtype name, got {dtype!r}")
     extra = extra if extra is not None else _DEFAULT_EXTRA.get(method.name, "refuse")
-    if extra not in EXTRA_POLICIES:
-        raise UsageError(f"recipe.extra_tensors: {extra!r} is not one of {', '.join(EXTRA_POLICIES)}")
     out_dtype = dtype_from_name(dtype) if dtype is not None else None
     return Recipe(method, base, inputs, dict(top), out_dtype, extra, dict(raw))
 
@@ -262,28 +238,8 @@ def _check_settings(method: MethodSpec, scope: Mapping[str, Any], where: str, *,
         settings.check_setting(setting, param, f"{where}.{key}")
 
 
-def _method(name: Any, where: str) -> MethodSpec:
-    if not isinstance(name, str):
-        raise UsageError(f"recipe.{where}: expected a method name, got {name!r}")
-    return get_method(name)
-
-
 def _ref(text: Any, where: str) -> Ref:
     try:
         return parse_ref(text)
     except UsageError as e:
         raise UsageError(f"recipe.{where}: {e}") from None
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise UsageError(f"recipe.{where}: expected a mapping, got {value!r}")
-    return dict(value)
-
-
-def _no_unknown(data: Mapping[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UsageError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")

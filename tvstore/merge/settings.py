@@ -24,7 +24,7 @@ from tvstore.merge.methods import Param
 
 
 def coerce(value: Any, param: Param, where: str) -> Any:
-    """Check one scalar against its parameter's type; return it in that type."""
+    """Check one scalar against its parameter's type and range; return it in that type."""
     if param.choices is not None:
         if isinstance(value, (bool, str)) and value in param.choices:
             return value
@@ -35,8 +35,14 @@ def coerce(value: Any, param: Param, where: str) -> Any:
     elif param.kind in (int, float) and not isinstance(value, bool):
         number = _number(value)
         if number is not None and (param.kind is float or float(number).is_integer()):
-            return param.kind(number)
+            return _in_range(param.kind(number), param, where)
     raise UsageError(f"{where}: expected {param.kind.__name__}, got {value!r}")
+
+
+def _in_range(value: int | float, param: Param, where: str) -> int | float:
+    if param.bounds is not None and not param.bounds.contains(value):
+        raise UsageError(f"{where}: must be {param.bounds.describe()}, got {value!r}")
+    return value
 
 
 def _number(value: Any) -> float | None:
