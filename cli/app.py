@@ -45,13 +45,25 @@ app.command("audit")(tokens.audit)
 app.command("serve")(serve.serve)
 
 
+def fail(message: str, exit_code: int) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(exit_code)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``PermissionError(13, ..., '/x')`` -> ``/x: permission denied``: the file first, then why."""
+    why = (exc.strerror or str(exc)).lower()
+    return f"{exc.filename}: {why}" if exc.filename else why
+
+
 def main() -> None:
     """Entry point: a ``TvstoreError`` becomes one line on stderr and its exit code."""
     try:
         app()
     except TvstoreError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
+    except OSError as exc:  # the machine refused: a full disk, a folder we may not write, ...
+        fail(describe_os_error(exc), 1)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

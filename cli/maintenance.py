@@ -6,6 +6,7 @@ import typer
 
 from tvstore.cli.context import registry
 from tvstore.cli.output import emit_json, human_bytes, out
+from tvstore.errors import SchemaError
 from tvstore.ops.gc import DEFAULT_GRACE_SECONDS
 from tvstore.util.units import parse_duration
 
@@ -72,11 +73,17 @@ def db_upgrade(ctx: typer.Context, json: bool = JSON) -> None:
 @db_app.command("current")
 def db_current(ctx: typer.Context, json: bool = JSON) -> None:
     """Print the database's schema revision and the newest this tvstore knows."""
-    current, head = registry(ctx).schema_revision()
+    reg = registry(ctx)
+    current, head = reg.schema_revision()
+    try:
+        reg.check_schema()
+        problem = None
+    except SchemaError as exc:
+        problem = str(exc)
     if json:
-        emit_json({"current": current, "head": head, "up_to_date": current == head})
+        emit_json({"current": current, "head": head, "up_to_date": problem is None, "problem": problem})
         return
-    out.print(f"current {current} (head {head}){'' if current == head else ' - run `tvstore db upgrade`'}")
+    out.print(f"current {current} (head {head})" + (f": {problem}" if problem else ""), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,9 @@ def test_user_journey(cli, tiny, tmp_path: Path) -> None:
     assert "not initialised" in cli("ls", expect=1).stderr or "run `tvstore init`" in cli("ls", expect=1).stderr
     init = json.loads(cli("init", "--json").stdout)
     assert init["revision"] == "0003"
-    assert json.loads(cli("db", "current", "--json").stdout) == {"current": "0003", "head": "0003", "up_to_date": True}
+    assert json.loads(cli("db", "current", "--json").stdout) == {
+        "current": "0003", "head": "0003", "up_to_date": True, "problem": None
+    }
     base = json.loads(cli("base", "add", "bert", tiny.base, "--json").stdout)
     assert base["num_tensors"] == 39 and base["side_files"] == ["config.json", "tokenizer_config.json"]
     pushed = json.loads(cli("push", "alpha", tiny.finetunes["alpha"], "--base", "bert", "--meta", "task=toy", "--meta", "lr=1e-2", "--json").stdout)

@@ -35,7 +35,7 @@ def test_schema_from_a_newer_tvstore_is_refused(database_url: str, tmp_path) -> 
     reg.init()
     with reg.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    with pytest.raises(SchemaError, match=r"revision 9999, newer than this tvstore knows \(head 0003\): upgrade tvstore"):
+    with pytest.raises(SchemaError, match=r"revision 9999, made by a newer tvstore \(this one knows up to 0003\): upgrade tvstore"):
         reg.list()
     reg.close()
 

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tvstore.util.folders import make_folder
+
 DEFAULT_HOME = "~/.tvstore"
 DB_FILE = "registry.db"
 BLOB_DIR = "blobs"
@@ -36,3 +38,8 @@ class Location:
     def uses_home(self) -> bool:
         """Whether any part of the registry is stored under ``home`` (so it must exist)."""
         return self.database_url.startswith("sqlite:///" + str(self.home)) or self.blob_url.startswith(str(self.home))
+
+    def ensure_home(self) -> None:
+        """Create the home folder if any part of the registry lives in it; one line if that cannot be."""
+        if self.uses_home:
+            make_folder(self.home, "registry home")

@@ -111,8 +111,7 @@ class Registry:
 
     def init(self) -> str:
         """Create the registry (or bring it to the newest schema); returns the revision."""
-        if self.location.uses_home:
-            self.location.home.mkdir(parents=True, exist_ok=True)
+        self.location.ensure_home()
         migrate.upgrade(self.engine)
         return migrate.head_revision(self.engine)
 

@@ -24,6 +24,7 @@ import torch
 from tvstore.checkpoint.dtypes import dtype_name
 from tvstore.checkpoint.reader import INDEX_NAME, SINGLE_NAME, TensorInfo
 from tvstore.errors import TvstoreError, UsageError
+from tvstore.util.folders import as_if_created, make_folder
 from tvstore.util.units import DEFAULT_SHARD_BYTES
 
 
@@ -99,8 +100,10 @@ def prepare_output(out: Path) -> Path:
     """Refuse to overwrite; return a hidden staging folder beside ``out``."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not an empty directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    make_folder(out.parent, "output folder")
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    as_if_created(staging)
+    return staging
 
 
 def write_safetensors(
@@ -109,10 +112,11 @@ def write_safetensors(
     """Stream one ``.safetensors`` file atomically (temp file, then rename)."""
     if path.exists():
         raise UsageError(f"{path} already exists")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "output folder")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     try:
+        as_if_created(Path(tmp))
         _fill(SafetensorsStream(Path(tmp), infos, metadata), tensors)
         os.replace(tmp, path)
     except BaseException:

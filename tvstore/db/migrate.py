@@ -14,8 +14,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
-from sqlalchemy.exc import OperationalError
 
+from tvstore.db.engine import check_integrity
 from tvstore.errors import SchemaError
 
 
@@ -48,34 +48,55 @@ def head_revision(engine: Engine) -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    except OperationalError as exc:
-        raise SchemaError(f"cannot open database {engine.url!r}: {exc.orig}") from None
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate to ``revision``, refusing a damaged file, a foreign database and a newer tvstore's schema."""
+    check_integrity(engine)
+    blocker = _blocker(engine, current_revision(engine), head_revision(engine))
+    if blocker is not None:
+        raise SchemaError(blocker)
     command.upgrade(alembic_config(engine), revision)
+
+
+def known_revisions(engine: Engine) -> set[str]:
+    return {s.revision for s in _scripts().walk_revisions()}
+
+
+def _blocker(engine: Engine, current: str | None, head: str) -> str | None:
+    """What no upgrade may touch: tables that are not a tvstore registry's, or a newer tvstore's schema."""
+    if current is None:
+        with engine.connect() as conn:
+            tables = sorted(inspect(conn).get_table_names())
+        if not tables:
+            return None
+        shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
+        return (
+            f"database {engine.url!r} is not a tvstore registry: it has tables ({shown}) "
+            "but no schema revision (no alembic_version table); left untouched"
+        )
+    if current not in known_revisions(engine):
+        return f"database schema is at revision {current}, made by a newer tvstore (this one knows up to {head}): upgrade tvstore"
+    return None
+
+
+def schema_problem(engine: Engine, current: str | None) -> str | None:
+    """Why this tvstore cannot use a database at revision ``current``, and what to do; ``None`` if it can."""
+    head = head_revision(engine)
+    if current == head:
+        return None
+    blocker = _blocker(engine, current, head)
+    if blocker is not None:
+        return blocker
+    if current is None:
+        return "registry is not initialised: run `tvstore init`"
+    return f"database schema is out of date (revision {current}, this tvstore needs {head}): run `tvstore db upgrade`"
 
 
 def check_schema(engine: Engine) -> None:
     """Raise a ``SchemaError`` telling the user what to run if the schema is not current."""
-    current = current_revision(engine)
-    head = head_revision(engine)
-    if current == head:
-        return
-    if current is None:
-        with engine.connect() as conn:
-            has_tables = bool(inspect(conn).get_table_names())
-        if has_tables:
-            raise SchemaError(f"database {engine.url!r} is not a tvstore registry (no schema revision)")
-        raise SchemaError("registry is not initialised: run `tvstore init`")
-    known = {s.revision for s in _scripts().walk_revisions()}
-    if current not in known:
-        raise SchemaError(
-            f"database schema is at revision {current}, newer than this tvstore knows (head {head}): upgrade tvstore"
-        )
-    raise SchemaError(
-        f"database schema is out of date (revision {current}, this tvstore needs {head}): run `tvstore db upgrade`"
-    )
+    problem = schema_problem(engine, current_revision(engine))
+    if problem is not None:
+        raise SchemaError(problem)
