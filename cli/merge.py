@@ -9,6 +9,7 @@ import typer
 
 from tvstore.cli.context import registry
 from tvstore.cli.output import emit_json, out
+from tvstore.cli.search import merge_searched
 from tvstore.errors import UsageError
 from tvstore.util.units import parse_size
 
@@ -22,9 +23,16 @@ def merge(
     codec_for: list[str] = typer.Option([], "--codec-for", help="PATTERN=CODEC for matching tensors (repeatable)."),
     shard_size: str = typer.Option("5GB", "--shard-size", help="Largest shard with --out."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype with --out (fp32, bf16, fp16)."),
+    search: list[str] = typer.Option([], "--search", help="KEY=LO:HI[:N] to search by --score-cmd: lambda, weight, density, NAME.weight (repeatable)."),
+    score_cmd: Optional[str] = typer.Option(None, "--score-cmd", help="With --search: command scoring a merged checkpoint {dir}, printing one number."),
     json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Merge task vectors (task arithmetic, TIES, DARE, ...) into a checkpoint, or save the merge."""
+    if search or score_cmd is not None:
+        if not search:
+            raise UsageError("--score-cmd goes with --search KEY=LO:HI (the parameters to search)")
+        other = bool(out_dir or codec or codec_for or dtype)
+        return merge_searched(ctx, recipe, search, score_cmd, save_as, other_options=other, json=json)
     if (out_dir is None) == (save_as is None):
         raise UsageError("give exactly one of --out DIR or --save-as NAME")
     if not recipe.is_file():

@@ -9,6 +9,7 @@ import typer
 
 from tvstore.cli.context import registry
 from tvstore.cli.output import emit_json, fmt_float, fmt_ratio, human_bytes, lineage_tree, out, table
+from tvstore.cli.search import push_searched, search_lines
 from tvstore.errors import UsageError
 from tvstore.ops.info import VectorInfo
 from tvstore.util.refs import parse_ref
@@ -40,9 +41,15 @@ def push(
     max_error: Optional[float] = typer.Option(None, "--max-error", help="With --codec auto: largest relative L2 error per tensor."),
     extra: bool = typer.Option(False, "--extra", help="Store tensors the base lacks (e.g. a task head)."),
     meta: list[str] = typer.Option([], "--meta", help="key=value metadata (repeatable)."),
+    target: Optional[float] = typer.Option(None, "--target", help="With --score-cmd: keep score >= TARGET x the lossless score (default 0.99)."),
+    score_cmd: Optional[str] = typer.Option(None, "--score-cmd", help="With --codec auto: command scoring a rebuilt checkpoint {dir}, printing one number."),
     json: bool = JSON,
 ) -> None:
     """Push a fine-tune (minus its base) as a new version of a task vector."""
+    if score_cmd is not None or target is not None:
+        other = bool(from_ckpt or to_ckpt or codec_for or max_error is not None)
+        return push_searched(ctx, name, finetuned, base, codec, target, score_cmd, extra=extra, meta=parse_meta(meta),
+                             other_options=other, json=json)
     if max_error is not None:
         codec = _with_max_error(codec, max_error)
     info = registry(ctx).push(
@@ -52,13 +59,6 @@ def push(
     emit_json(info.to_dict()) if json else out.print("pushed " + _summary(info), highlight=False)
 
 
-def pull(
-    ctx: typer.Context,
-    ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME:TAG."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file, or directory with --checkpoint."),
-    checkpoint: bool = typer.Option(False, "--checkpoint", help="Rebuild base + vector as a Hugging Face directory."),
-    shard_size: str = typer.Option("5GB", "--shard-size", help="Largest shard with --checkpoint."),
-    lora: bool = typer.Option(False, "--lora", help="Write a PEFT LoRA adapter directory (truncated SVD per changed 2-D weight)."),
 def _with_max_error(codec: str, max_error: float) -> str:
     """``--codec auto --max-error E`` as the one spec ``auto:max_error=E`` (read by the spec parser)."""
     from tvstore.codecs.spec import split_codec_spec  # imports torch: only when pushing
@@ -71,6 +71,13 @@ def _with_max_error(codec: str, max_error: float) -> str:
     return f"auto:max_error={max_error!r}"
 
 
+def pull(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME:TAG."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file, or directory with --checkpoint."),
+    checkpoint: bool = typer.Option(False, "--checkpoint", help="Rebuild base + vector as a Hugging Face directory."),
+    shard_size: str = typer.Option("5GB", "--shard-size", help="Largest shard with --checkpoint."),
+    lora: bool = typer.Option(False, "--lora", help="Write a PEFT LoRA adapter directory (truncated SVD per changed 2-D weight)."),
     rank: Optional[str] = typer.Option(None, "--rank", help="With --lora: the rank, or 'auto' with --max-error (default 16)."),
     max_error: Optional[float] = typer.Option(None, "--max-error", help="With --lora --rank auto: largest relative L2 error per module."),
     target_modules: list[str] = typer.Option([], "--target-modules", help="With --lora: PEFT module names or globs (repeatable; default all)."),
@@ -150,8 +157,12 @@ def show(
     out.print(_summary(info), highlight=False)
     for key in ("codec", "meta", "tags", "created_at", "recipe"):
         value = getattr(info, key)
+        if key == "meta":
+            value = {k: v for k, v in value.items() if k != "search"}  # printed on its own lines below
         if value:
             out.print(f"  {key}: {value}", highlight=False)
+    for line in search_lines(info.meta):
+        out.print(line, highlight=False)
     if tensors:
         rows = [
             [t.name, t.role, t.codec.get("id", "?"), str(t.components), human_bytes(t.raw_bytes),

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from tvstore.ops.lora_export import LoraExport
     from tvstore.ops.merges import RecipeSource
     from tvstore.ops.push import PendingVector
+    from tvstore.ops.search import Score, SearchResult
     from tvstore.tensors.sources import VectorSource
     from tvstore.ops.audit import AuditInfo
     from tvstore.ops.tokens import TokenInfo
@@ -193,6 +194,32 @@ class Registry:
         )
         return self._commit(pending, base_row, meta or {})
 
+    def push_searched(
+        self,
+        name: str,
+        finetuned: PathLike,
+        *,
+        base: str,
+        score: Score | str,
+        target: float = 0.99,
+        extra: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> VectorInfo:
+        """Push with the smallest codec whose ``score`` (a callable of a checkpoint directory, or a
+        command with ``{dir}``) stays >= ``target`` x the lossless score; the search is in the metadata."""
+        from tvstore.ops.pull import side_files
+        from tvstore.ops.search import search_push_codec
+        from tvstore.tensors.sources import BaseSource
+
+        check_name(name, "task vector name")
+        self.check_schema()
+        with self.session() as session:
+            base_row = get_full_base(session, get_base(session, base).id)
+        files = list(side_files(base_row, self.blobs))
+        found = search_push_codec(Path(finetuned), BaseSource(base_row, self.blobs), files, score, target, self.progress)
+        return self.push(name, finetuned, base=base, codec=found.best, extra=extra,
+                         meta={**(meta or {}), "search": found.to_meta()})
+
     def _commit(self, pending: PendingVector, base_row: BaseModel, meta: dict[str, Any]) -> VectorInfo:
         from tvstore.ops.commit import commit_vector, source_edges
 
@@ -310,7 +337,8 @@ class Registry:
         files = side_files(base, self.blobs)
         return write_merge(merger, Path(out), files, max_shard_bytes, self.progress, card_of(parsed, vectors))
 
-    def save_merge(self, name: str, recipe: RecipeLike, codec: str | None = None, codec_rules: tuple[str, ...] = ()) -> VectorInfo:
+    def save_merge(self, name: str, recipe: RecipeLike, codec: str | None = None, codec_rules: tuple[str, ...] = (),
+                   meta: dict[str, Any] | None = None) -> VectorInfo:
         """Register a merge as a task vector: its recipe (rebuilt on read), or with ``codec`` its encoded deltas."""
         from tvstore.tensors.codec_plan import CodecPlan
         from tvstore.ops.merges import bind, encode_merge, merge_edges, pinned
@@ -330,9 +358,37 @@ class Registry:
             plan = CodecPlan.parse(codec, codec_rules)
             pending = encode_merge(name, merger, BaseSource(base_row, self.blobs), self.blobs, plan, self.progress)
         vector = commit_vector(
-            self.session, pending, base_row, {}, merge_edges(parsed, vectors), recipe=pinned(parsed, vectors), blobs=self.blobs
+            self.session, pending, base_row, meta or {}, merge_edges(parsed, vectors), recipe=pinned(parsed, vectors),
+            blobs=self.blobs,
         )
         return self.show(vector.label)
+
+    def search_merge(
+        self, recipe: PathLike | dict[str, Any], search: list[str], score: Score | str, save_as: str | None = None
+    ) -> tuple[dict[str, Any], SearchResult, VectorInfo | None]:
+        """Search recipe parameters (``lambda=0.1:1.0``, ``weight=...``, ``NAME.density=...``) by ``score``;
+        with ``save_as`` the best recipe is saved as a merge vector with its score. Returns (recipe, result, saved)."""
+        from tvstore.merge.recipe import recipe_mapping
+        from tvstore.ops.merges import bind
+        from tvstore.ops.pull import side_files
+        from tvstore.ops.search import SearchAxis, merge_trial, score_of, search_recipe
+
+        if save_as is not None:
+            check_name(save_as, "task vector name")
+        axes = [SearchAxis.parse(s) for s in search]
+        data = recipe_mapping(recipe)
+        scores, command = score_of(score)
+        self.check_schema()
+
+        def trial(candidate: dict[str, Any]):
+            with self.session() as session:
+                merger, vectors = bind(session, self.blobs, _recipe(candidate), self._stored_vector)
+                base = get_full_base(session, vectors[0].base_id)
+            return merge_trial(merger, list(side_files(base, self.blobs)))
+
+        best, found = search_recipe(data, axes, trial, scores, command, self.progress)
+        saved = self.save_merge(save_as, best, meta={"search": found.to_meta()}) if save_as else None
+        return best, found, saved
 
     # ---- pull ---------------------------------------------------------------------------
 
