@@ -41,11 +41,9 @@ from benchmarks.eval.finetune import REPO_ROOT, base_model_dir, finetune_all, li
 from benchmarks.eval.merging import BaseModelTensors, head, merged_encoder  # noqa: E402
 from benchmarks.eval.model import load_encoder, load_head, load_tokenizer, read_tensors  # noqa: E402
 from benchmarks.eval.plot import plot_accuracy_vs_bytes  # noqa: E402
-from benchmarks.eval.report import NA, Row, fp32_table, individual_table, merge_table, unavailable_notes  # noqa: E402
+from benchmarks.eval.report import Row, fp32_table, individual_table, merge_table  # noqa: E402
 from benchmarks.eval.settings import FP32, HarnessSettings, MergeSetting, quick_settings  # noqa: E402
-from benchmarks.eval.store import (  # noqa: E402
-    StoredSet, Unavailable, float_names, open_fresh_registry, pack_set, push_set,
-)
+from benchmarks.eval.store import StoredSet, float_names, open_fresh_registry, pack_set, push_set  # noqa: E402
 from benchmarks.eval.tiny import make_tiny_base  # noqa: E402
 from tvstore.registry import Registry  # noqa: E402
 
@@ -112,21 +110,16 @@ def reference_accuracy(ctx: Context) -> dict[str, dict[str, float]]:
 # ---- storing and the individual table --------------------------------------------------
 
 
-def store_all(ctx: Context) -> dict[str, StoredSet | Unavailable]:
+def store_all(ctx: Context) -> dict[str, StoredSet]:
     """Every codec setting's stored vectors; lossless first (packs re-encode its versions)."""
-    stored: dict[str, StoredSet | Unavailable] = {}
+    stored: dict[str, StoredSet] = {}
     for setting in sorted(ctx.settings.codecs, key=lambda s: s.spec != FP32):
         since = time.perf_counter()
-        lossless = stored.get(FP32)
         if not setting.group:
             stored[setting.spec] = push_set(ctx.registry, setting, ctx.finetunes)
-        elif isinstance(lossless, StoredSet):
-            stored[setting.spec] = pack_set(ctx.registry, setting.spec, lossless.refs)
         else:
-            stored[setting.spec] = Unavailable("packs start from the lossless vectors, which failed")
-        result = stored[setting.spec]
-        ctx.log(f"stored {setting.spec}: {result.reason if isinstance(result, Unavailable) else 'ok'} "
-                f"({time.perf_counter() - since:.1f}s)")
+            stored[setting.spec] = pack_set(ctx.registry, setting.spec, stored[FP32].refs)
+        ctx.log(f"stored {setting.spec} ({time.perf_counter() - since:.1f}s)")
     return stored
 
 
@@ -152,29 +145,26 @@ def _mean(values: Any) -> float:
     return sum(values) / len(values)
 
 
-def individual_row(ctx: Context, spec: str, stored: StoredSet | Unavailable, raw_bytes_per_param: float) -> Row:
+def individual_row(ctx: Context, spec: str, stored: StoredSet, raw_bytes_per_param: float) -> Row:
     """One codec's row: per-task rebuilt accuracy, retained fraction, footprint, error."""
-    if isinstance(stored, Unavailable):
-        return {"codec": spec, "status": NA, "reason": stored.reason}
     acc = {task: rebuilt_accuracy(ctx, stored, task) for task in ctx.tasks}
     retained = {task: acc[task] / ctx.reference[task]["test"] for task in ctx.tasks}
     bpp = _mean(stored.stored_bytes[t] / stored.num_params[t] for t in ctx.tasks)
     return {
-        "codec": spec, "status": "ok", "path": stored.path, "refs": dict(stored.refs), "accuracy": acc,
+        "codec": spec, "path": stored.path, "refs": dict(stored.refs), "accuracy": acc,
         "retained": retained, "avg_accuracy": _mean(acc.values()), "avg_retained": _mean(retained.values()),
         "min_retained": min(retained.values()), "bytes_per_param": bpp, "ratio_vs_fp32": raw_bytes_per_param / bpp,
         "rel_l2": _mean(stored.rel_l2.values()), "cosine": _mean(stored.cosine.values()),
     }
 
 
-def individual_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable]) -> list[Row]:
+def individual_rows(ctx: Context, stored: dict[str, StoredSet]) -> list[Row]:
     raw = float(ctx.base.tensors[ctx.base.float_names[0]].element_size())
     rows = []
     for setting in ctx.settings.codecs:
         since = time.perf_counter()
         rows.append(individual_row(ctx, setting.spec, stored[setting.spec], raw))
-        avg = rows[-1].get("avg_accuracy")
-        ctx.log(f"individual {setting.spec}: avg {NA if avg is None else f'{avg:.4f}'} ({time.perf_counter() - since:.1f}s)")
+        ctx.log(f"individual {setting.spec}: avg {rows[-1]['avg_accuracy']:.4f} ({time.perf_counter() - since:.1f}s)")
     return rows
 
 
@@ -182,10 +172,10 @@ def individual_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable]) ->
 
 
 def merge_codecs(ctx: Context, rows: list[Row]) -> list[str]:
-    """fp32, then per codec family its smallest-footprint setting that ran."""
+    """fp32, then per codec family its smallest-footprint setting."""
     chosen = [FP32]
     for family in ctx.settings.merge_families:
-        ok = [r for r in rows if r["status"] == "ok" and r["codec"].partition(":")[0] == family]
+        ok = [r for r in rows if r["codec"].partition(":")[0] == family]
         if ok:
             chosen.append(min(ok, key=lambda r: r["bytes_per_param"])["codec"])
     return chosen
@@ -221,8 +211,6 @@ def recipe_merge(ctx: Context, setting: MergeSetting, refs: dict[str, str], head
 def pack_merge(ctx: Context, setting: MergeSetting, refs: dict[str, str], heads: dict[str, Any]) -> dict[str, float]:
     """TALL/EMR: ``Registry.pack`` over the codec's vectors, each task rebuilt with ``pull_checkpoint``."""
     packed = pack_set(ctx.registry, setting.method, refs, **setting.params)
-    if isinstance(packed, Unavailable):
-        raise RuntimeError(packed.reason)
     return {task: ctx.score(pulled(ctx, packed.refs[task])[0], heads[task], task, "test") for task in ctx.tasks}
 
 
@@ -234,25 +222,20 @@ def merge_rows_for(ctx: Context, spec: str, stored: StoredSet) -> list[Row]:
     for setting in ctx.settings.merges:
         since = time.perf_counter()
         coefficient = None
-        try:
-            if setting.kind == "pack":
-                acc = pack_merge(ctx, setting, stored.refs, heads)
-            else:
-                acc, coefficient = recipe_merge(ctx, setting, stored.refs, heads, chosen)
-        except Exception as error:  # noqa: BLE001  a method that cannot run is an n/a cell
-            rows.append({"method": setting.label, "codec": spec, "status": NA, "reason": f"{type(error).__name__}: {error}"})
-            ctx.log(f"merge {setting.label} from {spec}: n/a ({rows[-1]['reason']})")
-            continue
+        if setting.kind == "pack":
+            acc = pack_merge(ctx, setting, stored.refs, heads)
+        else:
+            acc, coefficient = recipe_merge(ctx, setting, stored.refs, heads, chosen)
         normalized = {task: acc[task] / ctx.reference[task]["test"] for task in ctx.tasks}
         rows.append({
-            "method": setting.label, "codec": spec, "status": "ok", "lambda": coefficient, "accuracy": acc,
+            "method": setting.label, "codec": spec, "lambda": coefficient, "accuracy": acc,
             "avg_accuracy": _mean(acc.values()), "normalized": normalized, "avg_normalized": _mean(normalized.values()),
         })
         ctx.log(f"merge {setting.label} from {spec}: avg {rows[-1]['avg_accuracy']:.4f} ({time.perf_counter() - since:.1f}s)")
     return rows
 
 
-def merge_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable], codecs: list[str],
+def merge_rows(ctx: Context, stored: dict[str, StoredSet], codecs: list[str],
                checkpoint: Callable[[list[Row]], None] = lambda rows: None) -> list[Row]:
     """The merge table: every method from fp32 and from each chosen codec, with ratio to the fp32 merge.
 
@@ -262,11 +245,7 @@ def merge_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable], codecs:
     rows: list[Row] = []
     for spec in codecs:
         since = time.perf_counter()
-        source = stored[spec]
-        if isinstance(source, Unavailable):
-            rows += [{"method": m.label, "codec": spec, "status": NA, "reason": source.reason} for m in ctx.settings.merges]
-        else:
-            rows += merge_rows_for(ctx, spec, source)
+        rows += merge_rows_for(ctx, spec, stored[spec])
         ctx.mark(f"merges from {spec}", since)
         add_vs_fp32(rows)
         checkpoint(rows)
@@ -275,9 +254,9 @@ def merge_rows(ctx: Context, stored: dict[str, StoredSet | Unavailable], codecs:
 
 def add_vs_fp32(rows: list[Row]) -> None:
     """Each merge's average accuracy relative to the same method merged from fp32 vectors."""
-    fp32 = {r["method"]: r["avg_accuracy"] for r in rows if r["codec"] == FP32 and r["status"] == "ok"}
+    fp32 = {r["method"]: r["avg_accuracy"] for r in rows if r["codec"] == FP32}
     for row in rows:
-        if row["status"] == "ok" and fp32.get(row["method"]):
+        if fp32.get(row["method"]):
             row["vs_fp32_merge"] = row["avg_accuracy"] / fp32[row["method"]]
 
 
@@ -289,7 +268,7 @@ def summary(individual: list[Row], merges: list[Row]) -> dict[str, Any]:
     smallest: dict[str, Row] = {}
     for row in individual:
         family = row["codec"].partition(":")[0]
-        if row["status"] == "ok" and (family not in smallest or row["bytes_per_param"] < smallest[family]["bytes_per_param"]):
+        if family not in smallest or row["bytes_per_param"] < smallest[family]["bytes_per_param"]:
             smallest[family] = row
     return {
         "smallest_per_family": {
@@ -352,9 +331,6 @@ def render(results: dict[str, Any]) -> str:
         "## Individual: rebuilt fine-tune accuracy per codec", individual_table(results["individual"], tasks),
         "## Merges (normalized = merged / fp32 individual fine-tune)", merge_table(results["merges"], tasks),
     ]
-    notes = unavailable_notes(results["individual"], "codec") + unavailable_notes(results["merges"], "method")
-    if notes:
-        parts += ["n/a:", *notes]
     parts.append(f"timings (s): {results['timings_s']}")
     if "evaluations" in results:
         parts.append(f"split evaluations: {results['evaluations']}")

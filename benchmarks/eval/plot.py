@@ -18,8 +18,7 @@ def family_curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, flo
     """family -> [(bytes/param, avg accuracy, codec spec)] sorted by footprint."""
     curves: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
     for row in rows:
-        if row.get("status") == "ok":
-            curves[row["codec"].partition(":")[0]].append((row["bytes_per_param"], row["avg_accuracy"], row["codec"]))
+        curves[row["codec"].partition(":")[0]].append((row["bytes_per_param"], row["avg_accuracy"], row["codec"]))
     return {family: sorted(points) for family, points in curves.items()}
 
 

@@ -1,9 +1,8 @@
 """Tables of what the harness measured: plain-text for the terminal, dicts for JSON.
 
 Rows are plain dicts so that the JSON file, the printed table and the test
-all read the same structure.  A codec or method that could not run is a row
-with ``status = "n/a"`` and the reason, so the table's shape never depends on
-what has landed.
+all read the same structure.  A cell with no value (a merge without a
+coefficient) prints as ``n/a``; a codec or method that fails stops the run.
 """
 
 from __future__ import annotations
@@ -64,7 +63,3 @@ def merge_table(rows: list[Row], tasks: Sequence[str]) -> str:
         )
     return format_table(headers, table)
 
-
-def unavailable_notes(rows: list[Row], key: str) -> list[str]:
-    """One line per n/a row saying why, so a reader sees what is missing and why."""
-    return [f"  {row[key]} ({row.get('codec', '')}): {row['reason']}" for row in rows if row.get("status") == NA]

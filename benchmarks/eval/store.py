@@ -4,8 +4,7 @@ Everything goes through the registry, the path users take: per-vector codecs
 with ``Registry.push``, group codecs (RTVQ) with ``Registry.pack`` over the
 lossless vectors of all tasks (each task gets a new version whose shared
 part is stored once), and every rebuild with ``pull_checkpoint``.  A codec
-this checkout lacks, or a pack that refuses its parameters, yields
-``Unavailable`` instead of an exception.
+or pack that fails raises: a failure is never a quiet cell in a table.
 """
 
 from __future__ import annotations
@@ -21,13 +20,6 @@ from tvstore.ops.info import VectorInfo
 from tvstore.registry import Registry
 
 BASE_NAME = "minilm"
-
-
-@dataclass(frozen=True)
-class Unavailable:
-    """A codec or method this checkout cannot run yet (reported as n/a)."""
-
-    reason: str
 
 
 @dataclass
@@ -64,22 +56,19 @@ def open_fresh_registry(home: Path, base_dir: Path) -> Registry:
     return registry
 
 
-def push_set(registry: Registry, setting: CodecSetting, finetunes: dict[str, Path]) -> StoredSet | Unavailable:
+def push_set(registry: Registry, setting: CodecSetting, finetunes: dict[str, Path]) -> StoredSet:
     """Push every task's fine-tune with one per-vector codec."""
     stored = StoredSet(setting.spec, "push")
     for task, ft_dir in finetunes.items():
-        try:
-            info = registry.push(
-                f"{task}.{slug(setting.spec)}", ft_dir, base=BASE_NAME, codec=setting.spec, extra=True,
-                meta={"task": task, "harness": "benchmarks.eval"},
-            )
-        except Exception as error:  # noqa: BLE001  an unknown codec/parameter is a table cell, not a crash
-            return Unavailable(f"{type(error).__name__}: {error}")
+        info = registry.push(
+            f"{task}.{slug(setting.spec)}", ft_dir, base=BASE_NAME, codec=setting.spec, extra=True,
+            meta={"task": task, "harness": "benchmarks.eval"},
+        )
         stored.add(task, info)
     return stored
 
 
-def pack_set(registry: Registry, spec: str, refs: dict[str, str], **params: object) -> StoredSet | Unavailable:
+def pack_set(registry: Registry, spec: str, refs: dict[str, str], **params: object) -> StoredSet:
     """``Registry.pack`` over ``refs`` (task -> exact ref): one new version per task.
 
     ``spec`` is a pack spec (``rtvq:base_bits=3,offset_bits=2``, ``tall``,
@@ -89,10 +78,7 @@ def pack_set(registry: Registry, spec: str, refs: dict[str, str], **params: obje
     """
     stored = StoredSet(spec, "pack")
     tasks = list(refs)
-    try:
-        infos = registry.pack([refs[t] for t in tasks], spec, **params)
-    except Exception as error:  # noqa: BLE001  a pack that cannot run is a table cell, not a crash
-        return Unavailable(f"{type(error).__name__}: {error}")
+    infos = registry.pack([refs[t] for t in tasks], spec, **params)
     for task, info in zip(tasks, infos, strict=True):
         stored.add(task, info)
     return stored
