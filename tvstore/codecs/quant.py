@@ -18,6 +18,7 @@ Encoding works in float64 (so any fp32 range, up to +-3.4e38, is fine);
 decoding is two whole-array float32 operations after unpacking the codes
 (float64 only when some ``|z|`` is too large for float32 to hold ``q - z``
 exactly), so it runs at GB/s and is bit-identical on every machine.
+
 ``clip="mse"`` (error-optimal ranges): min-max ranges spend most levels on a
 few outliers of a heavy-tailed delta. With ``clip="mse"`` each group's range
 is shrunk towards zero, ``[a + r (lo - a), a + r (hi - a)]`` with ``a`` the
