@@ -120,30 +120,32 @@ def test_head_rides_along_as_modules_to_save_and_pushes_back(registry, tiny, tmp
 
 
 def test_bad_lora_options_are_one_line_errors(registry, cli, tiny, tmp_path: Path) -> None:
-    cli("base", "add", "bert", tiny.base)
-    cli("push", "alpha", tiny.finetunes["alpha"], "--base", "bert")
-    for args, message in [
-        (("--rank", "0"), "error: --rank must be a positive integer or 'auto', got 0"),
-        (("--rank", "auto"), "error: --rank auto needs --max-error (largest relative L2 error per module)"),
-        (("--rank", "4", "--max-error", "0.1"), "error: --max-error goes with --rank auto"),
-        (("--target-modules", "nope"), "error: --target-modules 'nope' matches no 2-D weight of alpha@1"),
-        (("--checkpoint",), "error: give --lora or --checkpoint, not both"),
+    registry.add_base("bert", tiny.base)
+    registry.push("alpha", tiny.finetunes["alpha"], base="bert")
+    for options, message in [
+        ({"rank": "auto"}, "--rank auto needs --max-error (largest relative L2 error per module)"),
+        ({"rank": 4, "max_error": 0.1}, "--max-error goes with --rank auto"),
+        ({"rank": "auto", "max_error": 1.5}, "--max-error must be in (0, 1), got 1.5"),
+        ({"rank": "x"}, "--rank must be a positive integer or 'auto', got 'x'"),
+        ({"target_modules": ["nope"]}, "--target-modules 'nope' matches no 2-D weight of alpha@1"),
     ]:
-        proc = cli("pull", "alpha", "--lora", *args, "--out", tmp_path / "bad", expect=2)
-        assert proc.stderr.strip() == message
+        with pytest.raises(UsageError) as caught:
+            registry.to_lora("alpha", tmp_path / "bad", **options)
+        assert str(caught.value) == message
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(UsageError, match="already exists and is not an empty directory"):
+        registry.to_lora("alpha", tmp_path / "full")
+    proc = cli("pull", "alpha", "--lora", "--rank", "0", "--out", tmp_path / "bad", expect=2)
+    assert proc.stderr.strip() == "error: --rank must be a positive integer or 'auto', got 0"
     proc = cli("pull", "alpha", "--rank", "4", "--out", tmp_path / "bad.safetensors", expect=2)
     assert proc.stderr.strip() == "error: --rank, --max-error and --target-modules go with --lora"
-    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.safetensors").exists()
-    with pytest.raises(UsageError, match="already exists"):
-        (tmp_path / "full").mkdir()
-        (tmp_path / "full" / "x").write_text("x")
-        registry.to_lora("alpha", tmp_path / "full")
+    assert sorted(p.name for p in tmp_path.iterdir() if "bad" in p.name) == []
 
 
-def test_cli_reports_each_module(cli, tiny, tmp_path: Path) -> None:
-    cli("init")
-    cli("base", "add", "bert", tiny.base)
-    cli("push", "alpha", tiny.finetunes["alpha"], "--base", "bert")
+def test_cli_reports_each_module(registry, cli, tiny, tmp_path: Path) -> None:
+    registry.add_base("bert", tiny.base)
+    registry.push("alpha", tiny.finetunes["alpha"], base="bert")
     data = json.loads(cli("pull", "alpha", "--lora", "--rank", "4", "--out", tmp_path / "a", "--json").stdout)
     assert data["vector"] == "alpha@1" and data["rank"] == 4 and len(data["modules"]) == 15
     query = next(m for m in data["modules"] if m["module"] == "encoder.layer.0.attention.self.query")

@@ -15,7 +15,8 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -158,3 +159,20 @@ def write_checkpoint_dir(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+@contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """A hidden staging folder that becomes ``out`` if the block succeeds and vanishes if it fails.
+
+    For outputs of several files (an adapter, a checkpoint per task): never half-written.
+    """
+    staging = prepare_output(out)
+    try:
+        yield staging
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -28,8 +28,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ import torch
 
 from tvstore.checkpoint.peft import CONFIG_NAME, PREFIX, WEIGHTS_NAME
 from tvstore.checkpoint.reader import TensorInfo
-from tvstore.checkpoint.writer import prepare_output, write_safetensors
+from tvstore.checkpoint.writer import staged_dir, write_safetensors
 from tvstore.codecs.lowrank import matrix_shape, payload_factors, svd_factors
 from tvstore.errors import UsageError
 from tvstore.ops.model_card import CARD_NAME, ModelCard
@@ -229,8 +227,7 @@ def export_lora(vector: VectorSource, spec: LoraSpec, out: Path, card: ModelCard
     adapt, extras, dropped = _candidates(vector, spec)
     if not adapt and not extras:
         raise UsageError(f"{vector.label} changes no 2-D weight and holds no extra tensor: nothing to export as LoRA")
-    staging = prepare_output(out)
-    try:
+    with staged_dir(out) as staging:
         with progress(f"exporting {vector.label} as LoRA", len(adapt)) as advance:
             factors = []
             for result in ordered_map(lambda n: _factorize(vector, n, spec), adapt):
@@ -245,12 +242,6 @@ def export_lora(vector: VectorSource, spec: LoraSpec, out: Path, card: ModelCard
         config = _config(factors, report.modules_to_save, card.base)
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         (staging / CARD_NAME).write_text(card.readme())
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report
 
 
