@@ -18,11 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 import yaml
-
-pytest.importorskip("mergekit")
-transformers = pytest.importorskip("transformers")
-
 from mergekit.config import MergeConfiguration  # noqa: E402
 from mergekit.merge import run_merge  # noqa: E402
 from mergekit.options import MergeOptions  # noqa: E402

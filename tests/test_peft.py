@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import peft
 import pytest
 import torch
 from safetensors.torch import load_file
-
-peft = pytest.importorskip("peft")
 
 
 def _lora_dir(base_dir: Path, out: Path, model_cls, **config) -> dict[str, torch.Tensor]:
