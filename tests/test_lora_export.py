@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import peft
 import pytest
 import torch
 from safetensors import safe_open
@@ -13,8 +14,6 @@ from safetensors.torch import load_file
 
 from test_peft import _lora_dir
 from tvstore.errors import UsageError
-
-peft = pytest.importorskip("peft")
 
 
 def _peft_merged(base_dir: Path, adapter: Path) -> dict[str, torch.Tensor]:
