@@ -16,6 +16,7 @@ from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.lowrank import Lowrank, lowrank_payload_from_factors
 from tvstore.codecs.quant import Quant, group_view_shape
 from tvstore.codecs.sign import Sign
+from tvstore.codecs.svdmix import SvdMix
 from tvstore.codecs.sparse import Dare, Sparse, dare_keep_mask, keep_count
 from tvstore.codecs.ternary import Ternary, magnitude
 from tvstore.codecs.values import round_like_storage
@@ -64,6 +65,7 @@ LOSSY = [
     Ternary(density=0.2, alpha=1.5),
     Sign(),
     Sign(density=0.1, scales="tensor"),
+    SvdMix(rank=2, top=1),
     Lowrank(rank=2),
     Lowrank(rank=None, energy=0.9, factors="fp16", fallback="quant:bits=8"),
 ]

@@ -12,7 +12,9 @@ import torch
 from tvstore.codecs import get_codec, parse_codec_spec
 from tvstore.codecs.quant import Quant, group_view_shape
 from tvstore.codecs.rtvq import rtvq_pack
+from tvstore.codecs.lowrank import Lowrank
 from tvstore.codecs.sign import Sign
+from tvstore.codecs.svdmix import SvdMix
 from tvstore.codecs.ternary import Ternary
 from tvstore.errors import CodecError
 
@@ -141,3 +143,32 @@ def test_sign_through_the_registry(registry, tiny, tmp_path) -> None:
     for name, b in base.items():
         tau = ft[name] - b
         assert torch.equal(pulled[name], codec.decode(codec.encode(tau), tuple(tau.shape), tau.dtype)), name
+
+
+def low_rank_delta(seed: int = 0) -> torch.Tensor:
+    """Rank 8 with falling singular values plus noise: the shape Delta-CoMe exploits."""
+    g = torch.Generator().manual_seed(seed)
+    u, v = torch.randn(384, 8, generator=g), torch.randn(8, 384, generator=g)
+    return (u * torch.logspace(0, -1, 8)) @ v * 1e-3 + torch.randn(384, 384, generator=g) * 2e-4
+
+
+@pytest.mark.parametrize(
+    ("codec", "err", "bits"),
+    [(SvdMix(rank=8, top=2, top_bits=8, bits=3), 0.2006, 0.199), (SvdMix(rank=8, top=8), 0.1422, 0.338),
+     (SvdMix(rank=8, top=0, bits=3), 0.3145, 0.140), (Lowrank(rank=8), 0.1418, 1.153)],
+)
+def test_svdmix_spends_bits_on_the_top_directions(codec, err: float, bits: float) -> None:
+    x = low_rank_delta()
+    y, size = round_trip(codec, x)
+    assert rel_l2(x, y) == pytest.approx(err, abs=5e-4)
+    assert 8 * size / x.numel() == pytest.approx(bits, abs=5e-3)
+
+
+def test_svdmix_falls_back_for_vectors_and_refuses_bad_params() -> None:
+    x = torch.linspace(-1, 1, 50)
+    y, _ = round_trip(SvdMix(), x)
+    assert torch.equal(y, Quant(bits=8).decode(Quant(bits=8).encode(x), (50,), torch.float32))
+    with pytest.raises(CodecError, match="top must be at most rank \\(4\\), got 5"):
+        parse_codec_spec("svdmix:rank=4,top=5")
+    with pytest.raises(CodecError, match="bits must be an integer in 1..8, got 0"):
+        parse_codec_spec("svdmix:bits=0")

@@ -51,6 +51,11 @@ CASES: dict[str, list[tuple[str, dict, str]]] = {
         ("d03_codes_tensor_bf16", {"id": "sign", "density": 0.3, "scales": "tensor"}, "bf16"),
         ("d05_vector_fp16", {"id": "sign", "density": 0.5, "scales": "row"}, "fp16"),
     ],
+    "svdmix": [
+        ("r6_top2_fp32", {"id": "svdmix", "rank": 6, "top": 2, "top_bits": 8, "bits": 3, "fallback": "quant:bits=8"}, "fp32"),
+        ("r4_top0_bf16", {"id": "svdmix", "rank": 4, "top": 0, "top_bits": 8, "bits": 2, "fallback": "quant:bits=8"}, "bf16"),
+        ("fallback_vector_fp16", {"id": "svdmix", "rank": 4, "top": 1, "top_bits": 8, "bits": 3, "fallback": "quant:bits=8"}, "fp16"),
+    ],
     "lowrank": [
         ("svd_fp32", {"id": "lowrank", "rank": 4, "energy": None, "factors": "fp32", "fallback": "lossless"}, "fp32"),
         ("svd_fp16factors_bf16", {"id": "lowrank", "rank": 2, "energy": None, "factors": "fp16", "fallback": "lossless"}, "bf16"),
