@@ -180,7 +180,7 @@ class Registry:
         """Store ``finetuned - base``, or ``to_checkpoint - from_checkpoint``, as a new version of ``name``."""
         from tvstore.ops.encode_push import check_push_args, encode_push
         from tvstore.tensors.codec_plan import CodecPlan
-        from tvstore.tensors.sources import BaseSource
+        from tvstore.tensors.local_base import push_base_source
 
         check_name(name, "task vector name")
         plan = codec if isinstance(codec, CodecPlan) else CodecPlan.parse(codec, codec_rules)
@@ -188,7 +188,7 @@ class Registry:
         self.check_schema()
         with self.session() as session:  # read, then close: no transaction stays open while encoding
             base_row = get_full_base(session, get_base(session, base).id)
-        source = BaseSource(base_row, self.blobs)
+        source = push_base_source(base_row, self.blobs)  # no download of a base whose checkpoint is at hand
         pending = encode_push(
             name, source, self.blobs, plan, _path(finetuned), _path(from_checkpoint), _path(to_checkpoint), extra, self.progress
         )

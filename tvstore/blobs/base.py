@@ -53,6 +53,8 @@ class BlobStore(ABC):
 
     #: a URL that reopens the same store (``file:///…``, ``memory://…``, ``s3://…``)
     url: str
+    #: reads cross a network (and are billed): worth avoiding when the same bytes are on local disk
+    is_remote: bool = False
 
     @abstractmethod
     def put(self, data: bytes) -> str:

@@ -60,6 +60,10 @@ class CachedBlobStore(BlobStore):
     def url(self) -> str:  # type: ignore[override]
         return self.remote.url
 
+    @property
+    def is_remote(self) -> bool:  # type: ignore[override]
+        return self.remote.is_remote  # a first read still crosses the network
+
     def path(self, digest: str) -> Path:
         return fanout_path(self.objects, digest)
 

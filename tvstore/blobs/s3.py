@@ -48,6 +48,8 @@ _HEX = frozenset("0123456789abcdef")
 class S3BlobStore(BlobStore):
     """Content-addressed blobs under ``prefix/objects/`` in one bucket."""
 
+    is_remote = True
+
     def __init__(
         self,
         bucket: str,
