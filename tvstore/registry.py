@@ -7,6 +7,7 @@ no other state, so any number of processes may open the same one.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -410,6 +411,17 @@ class Registry:
             card = vector_card(session, vector.vector)
         source = BaseSource(base_row, self.blobs)
         return pull_checkpoint(source, vector, self.blobs, Path(out), max_shard_bytes, self.progress, card)
+
+    def rebuild(self, ref: str, workers: int | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """The fine-tune behind ``ref``, rebuilt in memory: ``(name, theta)`` in checkpoint order, lazily."""
+        from tvstore.ops.pull import checkpoint_tensors, rebuilt_tensors
+        from tvstore.tensors.sources import BaseSource
+
+        vector = self.delta_tensors(ref)
+        with self.session() as session:
+            source = BaseSource(get_full_base(session, vector.vector.base_id), self.blobs)
+        names = [i.name for i in checkpoint_tensors(source, vector)[0]]
+        return rebuilt_tensors(source, vector, names, workers)
 
     def to_lora(self, ref: str, out: PathLike, rank: int | str = 16, max_error: float | None = None,
                 target_modules: list[str] | tuple[str, ...] = ()) -> LoraExport:

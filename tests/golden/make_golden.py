@@ -28,6 +28,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: codec id -> [(case name, codec config, dtype name)]
 CASES: dict[str, list[tuple[str, dict, str]]] = {
     "lossless": [(f"{d}", {"id": "lossless", "level": 3}, d) for d in DTYPES],
+    "raw": [(f"{d}", {"id": "raw"}, d) for d in DTYPES],
     "quant": [
         ("b2_tensor_fp32", {"id": "quant", "bits": 2, "granularity": "tensor", "group_size": 128}, "fp32"),
         ("b3_channel_bf16", {"id": "quant", "bits": 3, "granularity": "channel", "group_size": 128}, "bf16"),

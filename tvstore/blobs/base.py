@@ -2,8 +2,9 @@
 
 A blob's key is the SHA-256 of its bytes, so puts are idempotent and any
 number of clients can write the same blob without coordination. Every read
-re-hashes, because a registry's promise of bit-exact pulls is only as good as
-the bytes it reads back.
+is verified, because a registry's promise of bit-exact pulls is only as good
+as the bytes it reads back: ``get`` re-hashes each time, ``read`` (the
+rebuild path) once per blob file per machine where the store can remember.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ class BlobStore(ABC):
         """The blob's bytes, verified against its digest."""
         check_digest(digest)
         return verified(digest, self._read(digest))
+
+    def read(self, digest: str) -> bytes | memoryview:
+        """The blob's bytes for decoding, verified; stores that can remember a verification
+        (a local folder, see :mod:`tvstore.blobs.marks`) hash each blob once per machine instead
+        of on every read. :meth:`get` always re-hashes (``verify`` uses it)."""
+        return self.get(digest)
 
     def put_many(self, datas: Iterable[bytes]) -> list[str]:
         """Store several blobs and return their digests in order.

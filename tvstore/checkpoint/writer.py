@@ -59,8 +59,8 @@ class SafetensorsStream:
                 f"got {name} {tensor.dtype} {tuple(tensor.shape)}"
             )
         flat = tensor.detach().contiguous().reshape(-1)
-        if flat.numel():
-            self._file.write(flat.view(torch.uint8).numpy().tobytes())
+        if flat.numel():  # the tensor's own memory goes to the file: no bytes object in between
+            self._file.write(memoryview(flat.view(torch.uint8).numpy()))
         self._next += 1
 
     def abort(self) -> None:

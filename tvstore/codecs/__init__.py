@@ -1,6 +1,6 @@
 """Codecs: one file per codec, all behind :class:`Codec`, found by codec id."""
 
-from tvstore.codecs import lossless, lowrank, quant, sign, sparse, svdmix, ternary  # noqa: F401  (register the codecs)
+from tvstore.codecs import lossless, lowrank, quant, raw, sign, sparse, svdmix, ternary  # noqa: F401  (register the codecs)
 from tvstore.codecs.base import Codec, codec_class, codec_ids, get_codec, register_codec
 from tvstore.codecs.spec import format_codec_spec, parse_codec_spec
 

@@ -51,8 +51,9 @@ def checkpoint_tensors(base: BaseSource, vector: VectorSource) -> tuple[list[Ten
     return infos, extras
 
 
-def rebuilt_tensors(base: BaseSource, vector: VectorSource, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, theta)`` for ``names`` in order, rebuilt on the thread pool (a few tensors ahead)."""
+def rebuilt_tensors(base: BaseSource, vector: VectorSource, names: list[str],
+                    workers: int | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, theta)`` for ``names`` in order, rebuilt on ``workers`` threads (a few tensors ahead)."""
     extras = {n for n in vector.names() if vector.is_extra(n)}
 
     def rebuild_one(name: str) -> torch.Tensor:
@@ -65,7 +66,7 @@ def rebuilt_tensors(base: BaseSource, vector: VectorSource, names: list[str]) ->
             return vector.rebuild(name, weight, in_place=True)
         return vector.rebuild(name, weight)
 
-    yield from zip(names, ordered_map(rebuild_one, names))
+    yield from zip(names, ordered_map(rebuild_one, names, workers))
 
 
 def pull_checkpoint(

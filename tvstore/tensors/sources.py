@@ -21,9 +21,9 @@ from tvstore.errors import CorruptBlobError, NotFoundError
 
 
 def _fetcher(blobs: BlobStore, context: str):
-    def fetch(digest: str) -> bytes:
+    def fetch(digest: str) -> bytes | memoryview:
         try:
-            return blobs.get(digest)
+            return blobs.read(digest)
         except CorruptBlobError as exc:
             raise CorruptBlobError(digest, str(exc).split(": ", 1)[-1], context) from None
         except NotFoundError:
