@@ -22,6 +22,11 @@ JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def _summary(info: VectorInfo) -> str:
+    if info.is_recipe:
+        return (
+            f"[bold]{info.ref}[/bold] ({info.kind} of {info.base}): recipe {info.recipe['method']} of "
+            f"{', '.join(info.recipe_inputs)}, rebuilt on read (stores no tensors)"
+        )
     return (
         f"[bold]{info.ref}[/bold] ({info.kind} of {info.base}): {info.num_tensors} tensors, "
         f"{human_bytes(info.raw_bytes)} -> {human_bytes(info.stored_bytes)} ({fmt_ratio(info.ratio)}), "
@@ -131,7 +136,8 @@ def ls(
         emit_json([i.to_dict() for i in infos])
         return
     rows = [
-        [i.name, str(i.version), i.base, i.codec.get("id", "?"), human_bytes(i.raw_bytes), human_bytes(i.stored_bytes),
+        [i.name, str(i.version), i.base, i.codec.get("id", "?"), human_bytes(None if i.is_recipe else i.raw_bytes),
+         human_bytes(i.stored_bytes),
          fmt_ratio(i.ratio), fmt_float(i.rel_l2), fmt_float(i.cosine, 6), ",".join(i.tags)]
         for i in infos
     ]

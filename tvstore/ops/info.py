@@ -10,6 +10,9 @@ from tvstore.db.models import BaseModel, TaskVector, VectorTensor
 from tvstore.util.refs import versioned
 
 
+RECIPE_CODEC = "recipe"  # what ``codec.id`` reads for a merge saved as its recipe (rebuilt on read)
+
+
 def iso(moment: datetime) -> str:
     """ISO 8601 in UTC; SQLite hands timestamps back without their zone."""
     if moment.tzinfo is None:
@@ -88,10 +91,23 @@ class VectorInfo:
     def ref(self) -> str:
         return versioned(self.name, self.version)
 
+    @property
+    def is_recipe(self) -> bool:
+        return self.codec.get("id") == RECIPE_CODEC
+
+    @property
+    def recipe_inputs(self) -> list[str]:
+        """``["good@1 x0.5", ...]``: what a saved recipe is rebuilt from (empty for stored vectors)."""
+        inputs = (self.recipe or {}).get("inputs", []) if self.is_recipe else []
+        return [i["ref"] + (f" x{i['weight']:g}" if isinstance(i.get("weight"), (int, float)) else "") for i in inputs]
+
     @classmethod
     def of(cls, v: TaskVector, tags: list[str] | None = None) -> VectorInfo:
-        return cls(v.name, v.version, v.base.name, v.kind, v.codec, v.num_tensors, v.num_params, v.raw_bytes,
-                   v.stored_bytes, _ratio(v.raw_bytes, v.stored_bytes), v.rel_l2, v.cosine, dict(v.meta),
+        # A merge saved as its recipe stores no tensors and was never measured: it is
+        # shown as a recipe, not as an empty lossless vector with a perfect error.
+        codec, rel_l2, cosine = ({"id": RECIPE_CODEC}, None, None) if v.is_recipe else (v.codec, v.rel_l2, v.cosine)
+        return cls(v.name, v.version, v.base.name, v.kind, codec, v.num_tensors, v.num_params, v.raw_bytes,
+                   v.stored_bytes, _ratio(v.raw_bytes, v.stored_bytes), rel_l2, cosine, dict(v.meta),
                    sorted(tags or []), iso(v.created_at), v.recipe)
 
     def to_dict(self) -> dict[str, Any]:
