@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench eval clean
+.PHONY: demo test bench bench-scale eval clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3.x)"; exit 2; }
@@ -20,6 +20,23 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Every performance table in benchmarks/results/ (markdown + JSON), then the README's figures from them.
+# Generated models and registries go to BENCH_WORK (models are cached there; registries are rebuilt).
+BENCH_WORK ?= /tmp/tvstore-bench
+BENCH_PY := $(abspath $(BIN))/python
+bench: $(STAMP)
+	cd benchmarks && $(BENCH_PY) bench_rebuild.py --work $(BENCH_WORK)/rebuild
+	cd benchmarks && $(BENCH_PY) bench_merge.py --work $(BENCH_WORK)/merge --repeat 1
+	$(BENCH_PY) benchmarks/bench_codecs.py
+	$(BENCH_PY) benchmarks/bench_push_pull.py --work $(BENCH_WORK)/push_pull --repeat 1
+	$(BENCH_PY) benchmarks/bench_metadata.py --repeat 3
+	$(BENCH_PY) benchmarks/update_readme.py
+
+# The 1.2B-parameter rows (~10 GB of generated checkpoints under BENCH_WORK).
+bench-scale: $(STAMP)
+	cd benchmarks && $(BENCH_PY) bench_rebuild.py --work $(BENCH_WORK)/rebuild --scale
+	$(BENCH_PY) benchmarks/update_readme.py
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info

@@ -48,6 +48,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import common  # noqa: E402  (benchmarks/common.py: run as a script, this folder is on sys.path)
+import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = {
@@ -463,6 +464,7 @@ BIG = {"hidden": 2048, "layers": 18, "vocab": 8000}
 
 def main() -> None:
     a = parse_args()
+    before = machine.snapshot()
     cfg = llama_config(a.hidden, a.layers, a.vocab)
     params = sum(torch.Size(s).numel() for _, s in llama_shapes(cfg))
     a.work.mkdir(parents=True, exist_ok=True)
@@ -481,11 +483,13 @@ def main() -> None:
     if a.big:
         scale = scale_rows(a.work / "scale-small", cfg, "small")
         scale += scale_rows(a.work / "scale-big", llama_config(**BIG), "big")
-    text = report(rows, scale, model)
+    host = machine.finish(before)
+    text = (f"# Merge and rebuild benchmark\n\n{machine.describe(host)}\n\nCommand: `python {' '.join(sys.argv)}`\n\n"
+            + report(rows, scale, model))
     print(text)
     a.results.parent.mkdir(parents=True, exist_ok=True)
     a.results.with_suffix(".md").write_text(text)
-    a.results.with_suffix(".json").write_text(json.dumps({"model": model, "rows": rows, "scale": scale}, indent=2))
+    a.results.with_suffix(".json").write_text(json.dumps({"model": model, "machine": host, "rows": rows, "scale": scale}, indent=2))
 
 
 def anon(m: dict) -> str:

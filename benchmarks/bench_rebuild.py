@@ -1,0 +1,399 @@
+"""Rebuild benchmark (issue 10): tvstore's reading path against what a user does without it.
+
+A Llama-shaped bf16 model (~168M parameters, 321 MiB per checkpoint) is
+generated at run time: a base and three fine-tunes whose deltas are low-rank
+(rank 8) plus noise. One SQLite registry per codec holds the base and the
+three fine-tunes (lossless, quant 4-bit, ternary; RTVQ packs the three
+lossless pushes). Then, each pair timed alternately in one run, median of
+``--repeat``:
+
+- ``tvstore pull ft0 --checkpoint --out DIR`` (a whole CLI process) vs ``cp -r``
+  of the full fine-tuned checkpoint, warm and cold page cache;
+- the same rebuild in-process (``Registry.pull_checkpoint`` after imports) vs
+  ``shutil.copytree`` in a process of its own;
+- a rebuild into memory through the Python API (``Registry.rebuild``, every tensor read) vs
+  ``safetensors.torch.load_file`` + reading every tensor, with 1 and 2 threads;
+- push of one fine-tune (lossless, quant 4-bit): MB/s of bf16 input per core
+  and peak anonymous memory above the process's start as a multiple of the
+  largest tensor;
+- lossless ratio and decode speed vs ZipNN on the same bf16 deltas.
+
+Cold runs evict the files each side reads: ``echo 3 > /proc/sys/vm/drop_caches``
+where permitted, else ``posix_fadvise(DONTNEED)`` on exactly those files (the
+report says which). Results: ``benchmarks/results/rebuild.{md,json}``;
+``--scale`` writes ``rebuild_scale.{md,json}`` instead, the 1.2B-parameter
+rows (time and memory of push, pull and rebuild against model size).
+
+    python benchmarks/bench_rebuild.py --work /tmp/tvbench            # ~6 min on 2 cores
+    python benchmarks/bench_rebuild.py --work /tmp/tvbench --quick    # seconds: checks the harness
+    python benchmarks/bench_rebuild.py --work /tmp/tvbench --scale    # 1.2B parameters, ~10 GB disk
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import bench_merge as bm  # noqa: E402  (this folder is on sys.path when run as a script)
+import machine  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CODECS = ["lossless", "quant:bits=4", "ternary:density=0.1", "rtvq"]
+SIZES = {  # hidden, layers, vocab (intermediate = 4 x hidden, as bench_merge's llama_config)
+    "quick": (64, 2, 512),
+    "168M": (768, 12, 36000),
+    "1.2B": (2048, 18, 32000),
+}
+
+
+# ---- the generated model ------------------------------------------------------------------------
+
+
+def write_model(out: Path, cfg: dict, seed: int | None) -> None:
+    """bf16 base (seed None) or base + low-rank (rank 8) + noise delta, streamed tensor by tensor."""
+    from tvstore.checkpoint import write_checkpoint_dir
+    from tvstore.checkpoint.reader import TensorInfo
+
+    shapes = bm.llama_shapes(cfg)
+
+    def tensors():
+        for k, (name, shape) in enumerate(shapes):
+            base = torch.randn(shape, generator=torch.Generator().manual_seed(k)) * 0.02
+            if seed is not None:
+                g = torch.Generator().manual_seed(10_000 * (seed + 1) + k)
+                if len(shape) == 2:
+                    a = torch.randn(shape[0], 8, generator=g)
+                    b = torch.randn(8, shape[1], generator=g)
+                    base += (a @ b) * (0.002 / 8**0.5)
+                base += torch.randn(shape, generator=g) * 0.0005
+            yield name, base.to(torch.bfloat16)
+
+    infos = [TensorInfo(n, torch.bfloat16, s) for n, s in shapes]
+    side = [("config.json", json.dumps({**cfg, "torch_dtype": "bfloat16"}).encode())]
+    write_checkpoint_dir(out, infos, tensors(), side_files=side, max_shard_bytes=2 * 1024**3)
+
+
+def prepare(work: Path, cfg: dict, codecs: list[str]) -> dict[str, Path]:
+    """Models (cached in ``work/models``) and one registry per codec, rebuilt from scratch."""
+    models = work / "models"
+    for name, seed in (("base", None), ("ft0", 0), ("ft1", 1), ("ft2", 2)):
+        if not (models / name / ".complete").exists():
+            shutil.rmtree(models / name, ignore_errors=True)
+            write_model(models / name, cfg, seed)
+            (models / name / ".complete").touch()
+    homes = {}
+    for codec in codecs:
+        home = homes[codec] = work / bm.home_name(codec)
+        shutil.rmtree(home, ignore_errors=True)
+        with bm.open_registry(str(home)) as reg:
+            reg.init()
+            reg.add_base("base", models / "base")
+            for t in range(3):
+                reg.push(f"ft{t}", models / f"ft{t}", base="base", codec="lossless" if codec == "rtvq" else codec)
+            if codec == "rtvq":
+                reg.pack(["ft0", "ft1", "ft2"], "rtvq")
+        print(f"  registry {codec}: ready", flush=True)
+    return homes
+
+
+def vector_ref(codec: str) -> str:
+    return "ft0@2" if codec == "rtvq" else "ft0"
+
+
+def read_set(home: Path, codec: str) -> list[Path]:
+    """Every file a rebuild of ft0 reads: the database, the base's blobs and the vector's blobs."""
+    files = bm.vector_blob_files(home, [vector_ref(codec)])
+    return sorted(set(files) | {home / "registry.db"})
+
+
+# ---- cache eviction -----------------------------------------------------------------------------
+
+
+def drop_caches(files: list[Path]) -> str:
+    """Evict ``files`` from the page cache; returns how (the report names the method)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return "drop_caches"
+    except OSError:
+        bm.drop_cache(files)
+        return "posix_fadvise(DONTNEED) on the files read"
+
+
+# ---- measured children (imports done before the clock starts) ------------------------------------
+
+
+def child_pull(home: str, ref: str, out: str) -> None:
+    import tvstore.registry  # noqa: F401
+
+    t0 = bm.child_start()
+    with bm.open_registry(home) as reg:
+        reg.pull_checkpoint(ref, Path(out), max_shard_bytes=2 * 1024**3)
+    bm.child_report(t0)
+
+
+def child_copytree(src: str, out: str) -> None:
+    t0 = bm.child_start()
+    shutil.copytree(src, out)
+    bm.child_report(t0)
+
+
+def child_rebuild(home: str, ref: str, workers: str) -> None:
+    """Every rebuilt tensor read (one byte per page), through the Python API."""
+    import tvstore.registry  # noqa: F401
+
+    t0 = bm.child_start()
+    with bm.open_registry(home) as reg:
+        n = sum(bm.touch(t) for _, t in reg.rebuild(ref, workers=int(workers)))
+    assert n > 0
+    bm.child_report(t0)
+
+
+def child_load(ckpt: str) -> None:
+    bm.run_load_full(ckpt)
+
+
+def child_push(home: str, name: str, path: str, codec: str) -> None:
+    import tvstore.registry  # noqa: F401
+
+    start_anon = bm.rss_anon_mib()
+    t0 = bm.child_start()
+    with bm.open_registry(home) as reg:
+        reg.push(name, Path(path), base="base", codec=codec)
+    print(json.dumps({"start_anon_mib": start_anon}))
+    bm.child_report(t0)
+
+
+CHILDREN = {"pull": child_pull, "copytree": child_copytree, "rebuild": child_rebuild, "load": child_load,
+            "push": child_push}
+
+
+def child(*args: str, out: Path | None = None) -> dict:
+    """One measured child; ``out`` is cleared before and after. Returns its last JSON line (+ earlier ones)."""
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run([sys.executable, __file__, "_child", *args], capture_output=True, text=True, check=False)
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed:\n{proc.stderr[-3000:]}")
+    result: dict = {}
+    for line in proc.stdout.strip().splitlines():
+        if line.startswith("{"):
+            result.update(json.loads(line))
+    return result
+
+
+def timed(cmd: list[str], out: Path) -> float:
+    """Wall seconds of a whole process (start-up and imports included)."""
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    return wall
+
+
+# ---- the pairs ------------------------------------------------------------------------------------
+
+
+def pair(ref_fn, tv_fn, repeat: int, evict=None) -> dict:
+    """Alternate reference and tvstore ``repeat`` times (evicting first if cold); medians and the ratio."""
+    refs, tvs, how = [], [], ""
+    for _ in range(repeat):
+        for fn, bucket in ((ref_fn, refs), (tv_fn, tvs)):
+            if evict is not None:
+                how = evict(fn is ref_fn)
+            bucket.append(fn())
+    ref, tv = statistics.median(refs), statistics.median(tvs)
+    return {"ref_s": ref, "tv_s": tv, "ratio": tv / ref, "ref_runs": refs, "tv_runs": tvs, "evicted_by": how}
+
+
+def pull_rows(a, work: Path, homes: dict[str, Path]) -> list[dict]:
+    ckpt, out = work / "models" / "ft0", work / "out"
+    tvstore = str(Path(sys.executable).with_name("tvstore"))
+    cp = ["cp", "-r", str(ckpt), str(out)]
+    rows = []
+    for codec in a.codecs:
+        home, ref = homes[codec], vector_ref(codec)
+        pull = [tvstore, "--home", str(home), "pull", ref, "--checkpoint", "--out", str(out)]
+        inputs = {True: bm.files_under(ckpt), False: read_set(home, codec)}
+        for cache in ("warm", "cold"):
+            evict = (lambda is_ref: drop_caches(inputs[is_ref])) if cache == "cold" else None
+            if evict is None:
+                timed(cp, out), timed(pull, out)  # warm the page cache once
+            r = pair(lambda: timed(cp, out), lambda: timed(pull, out), a.repeat, evict)
+            rows.append({"what": "pull --checkpoint (CLI process) vs cp -r", "codec": codec, "cache": cache, **r})
+            print(f"  pull {codec} {cache}: {r['tv_s']:.2f}s vs {r['ref_s']:.2f}s", flush=True)
+        if codec in ("lossless", "quant:bits=4"):  # the process start-up left out: what is left to win
+            r = pair(lambda: child("copytree", str(ckpt), str(out), out=out)["wall_s"],
+                     lambda: child("pull", str(home), ref, str(out), out=out)["wall_s"], a.repeat)
+            rows.append({"what": "pull_checkpoint in-process vs copytree", "codec": codec, "cache": "warm", **r})
+    return rows
+
+
+def rebuild_rows(a, work: Path, homes: dict[str, Path], nbytes: int) -> list[dict]:
+    ckpt = work / "models" / "ft0"
+    rows = []
+    for codec in a.codecs:
+        home, ref = homes[codec], vector_ref(codec)
+        for workers in (1, 2) if codec == "lossless" else (2,):
+            runs: dict[str, list[dict]] = {"ref": [], "tv": []}
+            r = pair(lambda: (runs["ref"].append(child("load", str(ckpt))) or runs["ref"][-1]["wall_s"]),
+                     lambda: (runs["tv"].append(child("rebuild", str(home), ref, str(workers))) or runs["tv"][-1]["wall_s"]),
+                     a.repeat)
+            cpu = statistics.median(x["cpu_s"] for x in runs["tv"]) if "cpu_s" in runs["tv"][0] else None
+            rows.append({"what": "rebuild in memory vs load_file", "codec": codec, "workers": workers,
+                         "out_gb_s": nbytes / r["tv_s"] / 1e9, "cpu_s": cpu, **r})
+            print(f"  rebuild {codec} x{workers}: {r['tv_s']:.2f}s vs {r['ref_s']:.2f}s", flush=True)
+    return rows
+
+
+def push_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib: float) -> list[dict]:
+    rows = []
+    for codec in ("lossless", "quant:bits=4"):
+        home = homes.get(codec) or homes[a.codecs[0]]
+        runs = [child("push", str(home), f"bench-push-{i}", str(work / "models" / "ft1"), codec)
+                for i in range(a.repeat)]
+        wall = statistics.median(r["wall_s"] for r in runs)
+        extra = statistics.median(r["peak_anon_mib"] - r["start_anon_mib"] for r in runs)
+        rows.append({"codec": codec, "wall_s": wall, "mb_s": nbytes / wall / 1e6,
+                     "mb_s_per_core": nbytes / wall / 1e6 / min(2, os.cpu_count() or 1),
+                     "peak_extra_anon_mib": extra, "largest_mib": largest_mib, "x_largest": extra / largest_mib,
+                     "runs": runs})
+        print(f"  push {codec}: {nbytes / wall / 1e6:.0f} MB/s, {extra / largest_mib:.1f}x largest", flush=True)
+    return rows
+
+
+def zipnn_rows(work: Path, limit: int = 6) -> list[dict]:
+    """tvstore lossless vs ZipNN on the bf16 deltas of ft0 (the largest ``limit`` tensors), one thread each."""
+    from safetensors.torch import load_file
+    from zipnn import ZipNN
+
+    from tvstore.codecs.lossless import Lossless
+
+    base = load_file(work / "models" / "base" / "model.safetensors")
+    ft = load_file(work / "models" / "ft0" / "model.safetensors")
+    names = sorted(base, key=lambda n: -base[n].numel())[:limit]
+    deltas = [(ft[n] - base[n]).contiguous() for n in names]
+    raw = sum(d.numel() * d.element_size() for d in deltas)
+    torch.set_num_threads(1)
+    ours = Lossless()
+    zpn = ZipNN(input_format="torch", bytearray_dtype="bfloat16", threads=1)
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    tv_payloads = [ours.encode(d) for d in deltas]
+    zp_payloads = [zpn.compress(d.clone()) for d in deltas]
+    tv_dec = best(lambda: [ours.decode(p, tuple(d.shape), d.dtype) for p, d in zip(tv_payloads, deltas)])
+    zp_dec = best(lambda: [zpn.decompress(p) for p in zp_payloads])
+    for p, d in zip(tv_payloads, deltas):
+        assert torch.equal(ours.decode(p, tuple(d.shape), d.dtype).view(torch.int16), d.view(torch.int16))
+    return [
+        {"tool": "tvstore lossless", "ratio": raw / sum(len(p) for p in tv_payloads), "decode_mb_s": raw / tv_dec / 1e6},
+        {"tool": "zipnn (1 thread)", "ratio": raw / sum(len(p) for p in zp_payloads), "decode_mb_s": raw / zp_dec / 1e6},
+    ] + [{"raw_mib": raw / 2**20, "tensors": len(deltas)}]
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def report(res: dict) -> str:
+    m = res["machine"]
+    lines = [f"# Rebuild benchmark ({res['model']})", "", machine.describe(m), "",
+             f"Cold runs evict with: {res['evicted_by']}. Each pair alternates reference and tvstore; medians of "
+             f"{res['repeat']}.", ""]
+    lines += ["## Rebuild a fine-tune to disk vs copying its checkpoint", "",
+              "| what | codec | cache | tvstore s | reference s | tvstore / reference |", "|---|---|---|--:|--:|--:|"]
+    for r in res["pull"]:
+        lines.append(f"| {r['what']} | {r['codec']} | {r['cache']} | {r['tv_s']:.2f} | {r['ref_s']:.2f} | {r['ratio']:.2f}x |")
+    lines += ["", "## Rebuild into memory vs `safetensors.torch.load_file` + reading every tensor", "",
+              "| codec | threads | tvstore s | load_file s | tvstore / load_file | output GB/s | GB/s per thread |",
+              "|---|--:|--:|--:|--:|--:|--:|"]
+    for r in res["rebuild"]:
+        lines.append(f"| {r['codec']} | {r['workers']} | {r['tv_s']:.2f} | {r['ref_s']:.2f} | {r['ratio']:.2f}x | "
+                     f"{r['out_gb_s']:.2f} | {r['out_gb_s'] / r['workers']:.2f} |")
+    lines += ["", "## Push of one fine-tune (in-process, 2 threads)", "",
+              "| codec | wall s | MB/s | MB/s per core | peak memory above start MiB | x largest tensor |",
+              "|---|--:|--:|--:|--:|--:|"]
+    for r in res["push"]:
+        lines.append(f"| {r['codec']} | {r['wall_s']:.2f} | {r['mb_s']:.0f} | {r['mb_s_per_core']:.0f} | "
+                     f"{r['peak_extra_anon_mib']:.0f} | {r['x_largest']:.1f} |")
+    if res.get("zipnn"):
+        info = res["zipnn"][-1]
+        lines += ["", f"## Lossless vs ZipNN on the same bf16 deltas ({info['tensors']} largest tensors of ft0, "
+                      f"{info['raw_mib']:.0f} MiB, one thread, best of 3)", "",
+                  "| tool | ratio | decode MB/s |", "|---|--:|--:|"]
+        for r in res["zipnn"][:-1]:
+            lines.append(f"| {r['tool']} | {r['ratio']:.3f} | {r['decode_mb_s']:.0f} |")
+    lines += ["", f"Command: `{res['command']}`", ""]
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True, help="models (cached) and registries (rebuilt each run)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--codecs", default=",".join(CODECS))
+    ap.add_argument("--quick", action="store_true", help="tiny model, one repeat: checks the harness")
+    ap.add_argument("--scale", action="store_true", help="the 1.2B-parameter rows (lossless only)")
+    ap.add_argument("--results", type=Path, default=None, help="writes <results>.md and .json")
+    a = ap.parse_args()
+    a.size = "quick" if a.quick else "1.2B" if a.scale else "168M"
+    if a.quick:
+        a.repeat = 1
+    if a.scale:
+        a.codecs = "lossless"
+    a.codecs = a.codecs.split(",")
+    a.results = a.results or RESULTS / ("rebuild_scale" if a.scale else "rebuild")
+    return a
+
+
+def main() -> None:
+    a = parse_args()
+    hidden, layers, vocab = SIZES[a.size]
+    cfg = bm.llama_config(hidden, layers, vocab)
+    shapes = bm.llama_shapes(cfg)
+    params = sum(torch.Size(s).numel() for _, s in shapes)
+    nbytes, largest_mib = params * 2, max(torch.Size(s).numel() for _, s in shapes) * 2 / 2**20
+    work = a.work / a.size
+    work.mkdir(parents=True, exist_ok=True)
+    before = machine.snapshot()
+    homes = prepare(work, cfg, a.codecs)
+    res = {"model": f"{params / 1e6:.1f}M parameters, bf16, {nbytes / 2**20:.0f} MiB per checkpoint, "
+                    f"largest tensor {largest_mib:.0f} MiB", "params": params, "repeat": a.repeat,
+           "command": "python " + " ".join(sys.argv)}
+    res["pull"] = pull_rows(a, work, homes)
+    res["evicted_by"] = next((r["evicted_by"] for r in res["pull"] if r["evicted_by"]), "-")
+    res["rebuild"] = rebuild_rows(a, work, homes, nbytes)
+    res["push"] = push_rows(a, work, homes, nbytes, largest_mib)
+    res["zipnn"] = [] if a.scale else zipnn_rows(work)
+    res["machine"] = machine.finish(before)
+    text = report(res)
+    print(text)
+    a.results.parent.mkdir(parents=True, exist_ok=True)
+    a.results.with_suffix(".md").write_text(text)
+    a.results.with_suffix(".json").write_text(json.dumps(res, indent=2))
+    shutil.rmtree(work / "out", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        CHILDREN[sys.argv[2]](*sys.argv[3:])
+    else:
+        main()

@@ -1,0 +1,187 @@
+"""Copy the README's performance figures from ``benchmarks/results/*.json`` (run by ``make bench``).
+
+The README's measured paragraphs sit between ``<!-- bench:begin -->`` and
+``<!-- bench:end -->``; this script rewrites that block from the result files
+so no figure is typed by hand. A result file that does not exist yet leaves
+its paragraph out, with a note naming the command that makes it.
+
+    python benchmarks/update_readme.py            # rewrites README.md in place
+    python benchmarks/update_readme.py --check    # exit 1 if README.md is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def span(values: list[float], fmt: str = "{:.2f}", unit: str = "") -> str:
+    """``a-b`` (or one value) over ``values``, formatted."""
+    lo, hi = min(values), max(values)
+    a, b = fmt.format(lo), fmt.format(hi)
+    return f"{a}{unit}" if a == b else f"{a}-{b}{unit}"
+
+
+def load_text(m: dict) -> str:
+    return (f"{m['cores']} cores, load average {m['load_before'][0]:.1f} before and {m['load_after'][0]:.1f} after, "
+            f"commit {m['commit'].split()[0]}")
+
+
+def rebuild_paragraph(r: dict) -> str:
+    def ratios(what: str, cache: str) -> list[float]:
+        return [x["ratio"] for x in r["pull"] if x["what"].startswith(what) and x["cache"] == cache]
+
+    mem = [x for x in r["rebuild"]]
+    one = [x for x in mem if x["workers"] == 1]
+    two = [x for x in mem if x["workers"] == 2]
+    push = {p["codec"]: p for p in r["push"]}
+    text = (f"**Rebuild** (`make bench`: `benchmarks/bench_rebuild.py`, {r['model']}; base + 3 fine-tunes whose "
+            f"deltas are low-rank plus noise; pairs alternated, median of {r['repeat']}; {load_text(r['machine'])}): "
+            f"`tvstore pull --checkpoint` as a whole CLI process (start-up and imports included) takes "
+            f"{span(ratios('pull --checkpoint', 'warm'))}x the time of `cp -r` of the full checkpoint with a warm page "
+            f"cache and {span(ratios('pull --checkpoint', 'cold'))}x cold (lossless, quant 4-bit, ternary, RTVQ); "
+            f"in-process, after imports, `pull_checkpoint` takes {span(ratios('pull_checkpoint', 'warm'))}x "
+            f"`shutil.copytree`. A rebuild into memory (`Registry.rebuild`, every tensor read) takes "
+            f"{span([x['ratio'] for x in two])}x `safetensors.torch.load_file` + reading every tensor on 2 threads"
+            + (f" ({span([x['ratio'] for x in one])}x on one)" if one else "") +
+            f"; output {span([x['out_gb_s'] for x in one])} GB/s on one thread, "
+            f"{span([x['out_gb_s'] for x in two if x['codec'] == 'lossless'])} GB/s on two (lossless). ")
+    if push:
+        text += "Push: " + "; ".join(
+            f"{c} {p['mb_s_per_core']:.0f} MB/s of bf16 input per core, peak memory {p['x_largest']:.1f}x the largest "
+            f"tensor" for c, p in push.items()) + ". "
+    if r.get("zipnn"):
+        ours, zip_, info = r["zipnn"][0], r["zipnn"][1], r["zipnn"][-1]
+        text += (f"Lossless on the same bf16 deltas ({info['raw_mib']:.0f} MiB): ratio {ours['ratio']:.3f} vs ZipNN's "
+                 f"{zip_['ratio']:.3f}, decode {ours['decode_mb_s']:.0f} vs {zip_['decode_mb_s']:.0f} MB/s on one core. ")
+    return text + "Table: `benchmarks/results/rebuild.md`."
+
+
+def scale_paragraph(s: dict, small: dict | None) -> str:
+    def wall(res: dict, what: str) -> float:
+        return next(x["tv_s"] for x in res["pull"] if x["what"].startswith(what) and x["cache"] == "warm")
+
+    text = f"**Scale** (`make bench-scale`, {s['model']}; {load_text(s['machine'])}): "
+    parts = []
+    if small:
+        factor = s["params"] / small["params"]
+        parts.append(f"{factor:.1f}x the parameters of the table above; in-process `pull_checkpoint` "
+                     f"{wall(s, 'pull_checkpoint'):.1f} s vs {wall(small, 'pull_checkpoint'):.2f} s "
+                     f"({wall(s, 'pull_checkpoint') / wall(small, 'pull_checkpoint'):.1f}x)")
+    push = s["push"][0]
+    parts.append(f"push {push['mb_s_per_core']:.0f} MB/s per core with peak memory {push['x_largest']:.1f}x the "
+                 f"largest tensor")
+    return text + "; ".join(parts) + ". Table: `benchmarks/results/rebuild_scale.md`."
+
+
+def codecs_paragraph(c: dict) -> str:
+    best = c["smallest_under_0.3"]
+    ll, zs, zp = best["lossless"], best["zstd-3 (fp32 bytes)"], best["zipnn"]
+    fast = [x["decode_MBps"] for x in c["rows"] if x["setting"].startswith(("quant:", "ternary:"))]
+    smallest = ", ".join(f"{k} `{v['setting']}` {v['bytes_per_param']:.3f} B/param ({v['ratio_vs_fp32']:.1f}x)"
+                         for k, v in best.items() if k in ("quant", "rtvq", "sparse", "lowrank"))
+    return (f"**Codecs** (`python benchmarks/bench_codecs.py`, real {c['meta']['model']} fine-tune deltas, fp32, one "
+            f"thread): lossless stores {ll['bytes_per_param']:.2f} bytes/param ({ll['ratio_vs_fp32']:.2f}x), against "
+            f"{zs['ratio_vs_fp32']:.2f}x for plain zstd and {zp['ratio_vs_fp32']:.2f}x for ZipNN on the same deltas; "
+            f"encode / decode {ll['encode_MBps']:.0f} / {ll['decode_MBps']:.0f} MB/s vs ZipNN's "
+            f"{zp['encode_MBps']:.0f} / {zp['decode_MBps']:.0f}. Smallest footprint with relative L2 error under "
+            f"0.3: {smallest}. `quant` and `ternary` decode at {span([f / 1000 for f in fast], '{:.1f}')} GB/s "
+            f"per core. Table: `benchmarks/results/codecs.json`.")
+
+
+def merge_paragraph(m: dict) -> str:
+    rows = [r for r in m["rows"] if "error" not in r]
+
+    def ratio(kind: str, key: str) -> list[float]:
+        return [r["tvstore"][key] / r["ref"][key] for r in rows if r["kind"] == kind]
+
+    text = (f"**Merges vs mergekit** (`python benchmarks/bench_merge.py`, {m['model'].split(',')[0]}, "
+            f"{span([r['tasks'] for r in rows if r['kind'] == 'ties'], '{:.0f}')} tasks, tvstore time / mergekit "
+            f"time): TIES {span(ratio('ties', 'warm_s'))}x warm and {span(ratio('ties', 'cold_s'))}x cold, task "
+            f"arithmetic {span(ratio('task_arithmetic', 'warm_s'))}x warm and "
+            f"{span(ratio('task_arithmetic', 'cold_s'))}x cold; peak RSS {span(ratio('task_arithmetic', 'peak_rss_mib'))}x "
+            f"(task arithmetic) and {span(ratio('ties', 'peak_rss_mib'))}x (TIES) mergekit's.")
+    scale = [s for s in m.get("scale", []) if s.get("peak_anon_mib")]
+    if scale:
+        text += (f" Peak anonymous memory of push, pull and a 2-way merge: "
+                 f"{span([s['peak_anon_mib'] / s['largest_mib'] for s in scale], '{:.0f}')} times the largest tensor "
+                 f"from {span([s['params'] / 1e6 for s in scale], '{:,.0f}')}M parameters.")
+    return text + " Table: `benchmarks/results/merge.md`."
+
+
+def team_paragraph(meta: dict | None, pp: dict | None) -> str:
+    parts = []
+    if meta:
+        res = meta["results"]
+        n = res[0]["rows"]
+        api = lambda key: [r["api_s"][key] * 1000 for r in res]  # noqa: E731
+        cli = [v for r in res for k, v in r["cli_s"].items() if not k.startswith("tvstore --help")]
+        parts.append(f"with {n['vectors']:,} vectors ({n['tensors']:,} tensors), `ls` takes "
+                     f"{span(api('ls (newest of each name)'), '{:.0f}')} ms, `show` {span(api('show NAME'), '{:.0f}')} ms "
+                     f"and `lineage` {span(api('lineage NAME (ancestors)') + api('lineage NAME@1 (descendants)'), '{:.0f}')} "
+                     f"ms on {' and '.join(r['backend'] for r in res)}; the `tvstore` command answers in "
+                     f"{span(cli, '{:.1f}')} s (`benchmarks/bench_metadata.py`)")
+    if pp:
+        def row(backend: str, clients: int) -> str:
+            rs = [r for r in pp["rows"] if r["backend"] == backend and r["clients"] == clients]
+            return " / ".join(f"{r['push_mb_s']:.0f}/{r['pull_mb_s']:.0f}" for r in rs)
+
+        backends = sorted({r["backend"] for r in pp["rows"]})
+        clients = sorted({r["clients"] for r in pp["rows"]})
+        cells = "; ".join(f"{b}, {c} client{'s' if c > 1 else ''}: {row(b, c)}" for b in backends for c in clients)
+        parts.append(f"push/pull MB/s of {pp['meta']['data']} ({pp['meta']['fp32_mb_per_client']:.0f} MB fp32 per "
+                     f"client; codecs {', '.join(dict.fromkeys(r['codec'] for r in pp['rows']))} in that order): {cells} "
+                     f"(`benchmarks/bench_push_pull.py`)")
+    return "**Team scale**: " + "; ".join(parts) + "." if parts else ""
+
+
+PARAGRAPHS: list[tuple[str, Callable[[], str | None]]] = [
+    ("rebuild", lambda: rebuild_paragraph(r) if (r := load("rebuild")) else None),
+    ("rebuild_scale", lambda: scale_paragraph(s, load("rebuild")) if (s := load("rebuild_scale")) else None),
+    ("codecs", lambda: codecs_paragraph(c) if (c := load("codecs")) else None),
+    ("merge", lambda: merge_paragraph(m) if (m := load("merge")) else None),
+    ("metadata", lambda: team_paragraph(load("metadata"), load("push_pull")) or None),
+]
+
+
+def block() -> str:
+    out = [BEGIN, "<!-- generated by benchmarks/update_readme.py from benchmarks/results/*.json: edit that, not this -->", ""]
+    for name, make in PARAGRAPHS:
+        text = make()
+        make_target = "make bench-scale" if name == "rebuild_scale" else "make bench"
+        out += [text if text else f"(`benchmarks/results/{name}.json` is missing: run `{make_target}`.)", ""]
+    return "\n".join(out) + END
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    a = ap.parse_args()
+    text = a.readme.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1:
+        print(f"error: {a.readme} needs exactly one {BEGIN} ... {END} block", file=sys.stderr)
+        return 2
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    new = head + block() + tail
+    if a.check:
+        return 0 if new == text else 1
+    a.readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
