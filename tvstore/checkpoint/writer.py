@@ -25,6 +25,7 @@ import torch
 from tvstore.checkpoint.dtypes import dtype_name
 from tvstore.checkpoint.reader import INDEX_NAME, SINGLE_NAME, TensorInfo
 from tvstore.errors import TvstoreError, UsageError
+from tvstore.util.atomic import replacing
 from tvstore.util.folders import as_if_created, make_folder
 from tvstore.util.units import DEFAULT_SHARD_BYTES
 
@@ -114,15 +115,9 @@ def write_safetensors(
     if path.exists():
         raise UsageError(f"{path} already exists")
     make_folder(path.parent, "output folder")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        as_if_created(Path(tmp))
-        _fill(SafetensorsStream(Path(tmp), infos, metadata), tensors)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path, suffix=".partial") as tmp:
+        as_if_created(tmp)
+        _fill(SafetensorsStream(tmp, infos, metadata), tensors)
     return path
 
 
