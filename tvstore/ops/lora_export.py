@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -43,6 +43,11 @@ from tvstore.ops.model_card import CARD_NAME, ModelCard
 from tvstore.tensors.sources import VectorSource
 from tvstore.util.parallel import ordered_map
 from tvstore.util.progress import Progress, no_progress
+
+if TYPE_CHECKING:
+    from tvstore.ops.merges import RecipeSource
+
+    Source = VectorSource | RecipeSource  # a stored vector, or a merge saved as its recipe
 
 _EMBEDDING_WORDS = ("embed", "wte", "wpe")
 
@@ -124,7 +129,7 @@ def _targeted(module: str, patterns: tuple[str, ...]) -> bool:
     )
 
 
-def _candidates(vector: VectorSource, spec: LoraSpec) -> tuple[list[str], list[str], list[str]]:
+def _candidates(vector: Source, spec: LoraSpec) -> tuple[list[str], list[str], list[str]]:
     """(tensors to adapt, extras for modules_to_save, deltas an adapter cannot hold)."""
     adapt, extras, dropped = [], [], []
     for name in vector.names():
@@ -141,7 +146,7 @@ def _candidates(vector: VectorSource, spec: LoraSpec) -> tuple[list[str], list[s
     return adapt, extras, dropped
 
 
-def _stored_factors(vector: VectorSource, name: str, rank: int | None) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+def _stored_factors(vector: Source, name: str, rank: int | None) -> tuple[torch.Tensor, torch.Tensor, float] | None:
     """The tensor's own low-rank factors when it is one plain ``lowrank`` component within ``rank``."""
     components = vector.components(name) if isinstance(vector, VectorSource) else []
     if len(components) != 1:
@@ -165,7 +170,7 @@ class _Factors:
     sq_norm: float
 
 
-def _factorize(vector: VectorSource, name: str, spec: LoraSpec) -> _Factors | None:
+def _factorize(vector: Source, name: str, spec: LoraSpec) -> _Factors | None:
     info = vector.info(name)
     tau = vector.get(name).to(torch.float32).reshape(matrix_shape(info.shape))
     sq_norm = float(tau.double().pow(2).sum())
@@ -221,7 +226,7 @@ def _config(factors: list[_Factors], modules_to_save: list[str], base: str) -> d
     }
 
 
-def export_lora(vector: VectorSource, spec: LoraSpec, out: Path, card: ModelCard,
+def export_lora(vector: Source, spec: LoraSpec, out: Path, card: ModelCard,
                 progress: Progress = no_progress) -> LoraExport:
     """Write ``out/adapter_config.json``, ``out/adapter_model.safetensors`` and a model card."""
     adapt, extras, dropped = _candidates(vector, spec)
@@ -250,7 +255,7 @@ def _owner(tensor: str) -> str:
     return tensor.rsplit(".", 1)[0] if "." in tensor else tensor
 
 
-def _report(vector: VectorSource, spec: LoraSpec, out: Path, factors: list[_Factors], extras: list[str],
+def _report(vector: Source, spec: LoraSpec, out: Path, factors: list[_Factors], extras: list[str],
             dropped: list[str]) -> LoraExport:
     """Per-module numbers, and the whole vector's error with every dropped delta counted as lost."""
     lost = sum(float(vector.get(n).double().pow(2).sum()) for n in dropped)
