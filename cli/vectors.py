@@ -218,8 +218,8 @@ def rm(
 def pack(
     ctx: typer.Context,
     refs: list[str] = typer.Argument(..., help="Two or more task vectors of one base (NAME, NAME@VERSION, NAME:TAG)."),
-    codec: str = typer.Option(..., "--codec", help="rtvq, tall or emr (parameters as rtvq:bits=2.5)."),
-    bits: Optional[float] = typer.Option(None, "--bits", help="rtvq: budget in bits per parameter per task."),
+    codec: str = typer.Option(..., "--codec", help="rtvq, tall, emr or mixed (parameters as rtvq:bits=2.5)."),
+    bits: Optional[float] = typer.Option(None, "--bits", help="rtvq or mixed: budget in bits per parameter per task (mixed chooses across codecs per tensor)."),
     lam: Optional[float] = typer.Option(None, "--lambda", help="tall: mask threshold lambda (default 0.4)."),
     shared: Optional[str] = typer.Option(None, "--shared-codec", help="tall/emr: codec of the shared vector."),
     json: bool = JSON,

@@ -8,15 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tvstore.codecs import get_codec, parse_codec_spec
 from tvstore.codecs.quant import Quant, group_view_shape
-from tvstore.codecs.rtvq import rtvq_pack
+from tvstore.codecs.rtvq import choose_pairs, rtvq_candidates, rtvq_pack
 from tvstore.codecs.lowrank import Lowrank
 from tvstore.codecs.sign import Sign
 from tvstore.codecs.svdmix import SvdMix
 from tvstore.codecs.ternary import Ternary
 from tvstore.errors import CodecError
+from tvstore.ops.pack_mixed import measure, options
+from tvstore.tensors.components import delta_of_encoded
 
 
 def student_t(shape: tuple[int, ...], seed: int = 0, df: float = 3.0) -> torch.Tensor:
@@ -135,8 +138,6 @@ def test_sign_through_the_registry(registry, tiny, tmp_path) -> None:
     info = registry.push("alpha", tiny.finetunes["alpha"], base="bert", codec="sign:density=0.3")
     assert info.codec == {"id": "sign", "density": 0.3, "scales": "row"}
     registry.pull("alpha", tmp_path / "tau.safetensors")
-    from safetensors.torch import load_file
-
     pulled = load_file(tmp_path / "tau.safetensors")
     base, ft = tiny.tensors(tiny.base), tiny.tensors(tiny.finetunes["alpha"])
     codec = Sign(density=0.3)
@@ -172,3 +173,58 @@ def test_svdmix_falls_back_for_vectors_and_refuses_bad_params() -> None:
         parse_codec_spec("svdmix:rank=4,top=5")
     with pytest.raises(CodecError, match="bits must be an integer in 1..8, got 0"):
         parse_codec_spec("svdmix:bits=0")
+
+
+def heterogeneous_group(tasks: int = 3) -> dict[str, list[torch.Tensor]]:
+    """Three tensors that want different codecs: shared motion, low-rank per task, one task's heavy tail."""
+    g = torch.Generator().manual_seed(11)
+    common = torch.randn(128, 128, generator=g) * 1e-3
+    shared = [common + torch.randn(128, 128, generator=g) * 1e-4 for _ in range(tasks)]
+    lowrank = [torch.randn(128, 4, generator=g) @ torch.randn(4, 128, generator=g) * 1e-3 for _ in range(tasks)]
+    tails = [student_t((128, 128), seed=20 + t, df=2.0) * (1.0 if t == 0 else 0.05) for t in range(tasks)]
+    return {"shared": shared, "lowrank": lowrank, "tails": tails}
+
+
+def test_mixed_allocation_beats_rtvq_alone_at_sub_bit_budgets() -> None:
+    """At 0.5 bit/param/task RTVQ cannot even fit (1-bit offsets); across codecs each tensor gets its own form."""
+    groups = heterogeneous_group()
+    sizes = {n: taus[0].numel() for n, taus in groups.items()}
+    energy = sum(float((t.double() ** 2).sum()) for taus in groups.values() for t in taus)
+    packers = options()
+    measured = {"mixed": {n: measure(taus, packers) for n, taus in groups.items()}}
+    measured["rtvq"] = {n: [c for c in measured["mixed"][n] if str(c.choice).startswith("rtvq")] for n in groups}
+    with pytest.raises(ValueError, match="below the cheapest choice"):
+        choose_pairs(measured["rtvq"], sizes, 3, 0.5)
+    chosen = choose_pairs(measured["mixed"], sizes, 3, 0.5)
+    picked = {n: next(c for c in measured["mixed"][n] if c.choice == chosen[n]) for n in groups}
+    assert sum(c.bits for c in picked.values()) <= 0.5 * 3 * sum(sizes.values())
+    assert chosen == {"shared": "sign:density=0.02", "lowrank": "svdmix:rank=8,top=2",
+                      "tails": "rtvq:base_bits=2,offset_bits=1,clip=mse"}
+    assert sum(c.sq_error for c in picked.values()) / energy == pytest.approx(0.3892, abs=5e-4)
+    errors = {}
+    for kind, cands in measured.items():  # at 2 bits both fit: three codec families beat one
+        at_two = choose_pairs(cands, sizes, 3, 2.0)
+        errors[kind] = sum(next(c for c in cands[n] if c.choice == at_two[n]).sq_error for n in groups) / energy
+    assert errors["mixed"] == pytest.approx(0.0238, abs=5e-4) and errors["rtvq"] == pytest.approx(0.1661, abs=5e-4)
+
+
+def test_pack_mixed_through_the_cli(registry, tiny, cli, tmp_path) -> None:
+    registry.add_base("bert", tiny.base)
+    for task in ("alpha", "beta", "gamma"):
+        registry.push(task, tiny.finetunes[task], base="bert")
+    infos = json.loads(cli("pack", "alpha", "beta", "gamma", "--codec", "mixed", "--bits", "14", "--json").stdout)
+    assert [i["codec"] for i in infos] == [{"id": "mixed", "bits": 14.0}] * 3
+    stored_bits = 8 * sum(i["stored_bytes"] for i in infos) / sum(i["num_params"] for i in infos)
+    assert stored_bits <= 14 + 0.01
+    base, fts = tiny.tensors(tiny.base), {t: tiny.tensors(tiny.finetunes[t]) for t in ("alpha", "beta", "gamma")}
+    packers = options()
+    choices = {t.name: t.codec["choice"] for t in registry.tensors("alpha@2") if t.role == "delta"}
+    assert set(choices.values()) <= set(packers) and len(set(choices.values())) >= 2
+    registry.pull("beta@2", tmp_path / "beta.safetensors")
+    pulled = load_file(tmp_path / "beta.safetensors")
+    for name, label in choices.items():
+        taus = [fts[t][name] - base[name] for t in ("alpha", "beta", "gamma")]
+        want = delta_of_encoded(packers[label](taus)[1], tuple(taus[1].shape), taus[1].dtype)
+        assert torch.equal(pulled[name], want), name
+    bad = cli("pack", "alpha@1", "beta@1", "--codec", "mixed", expect=2)
+    assert bad.stderr.strip() == "error: pack mixed needs a budget: bits=B (bits per parameter per task), e.g. mixed:bits=0.5"

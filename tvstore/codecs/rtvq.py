@@ -25,7 +25,7 @@ task, minimizing the summed squared reconstruction error. See its docstring.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,9 +80,12 @@ def rtvq_pack(
 
 @dataclass(frozen=True)
 class Candidate:
-    """One way to store a tensor: its size in bits (all tasks together) and squared error (all tasks)."""
+    """One way to store a tensor: its size in bits (all tasks together) and squared error (all tasks).
 
-    choice: tuple[int, int]
+    ``choice`` names the way: a (b_base, b_offset) pair here, an option label for other allocators.
+    """
+
+    choice: Hashable
     bits: float
     sq_error: float
 
@@ -216,8 +219,9 @@ def rtvq_allocate(
 
 def choose_pairs(
     cands: Mapping[str, Sequence[Candidate]], sizes: Mapping[str, int], tasks: int, budget_bits_per_param: float
-) -> dict[str, tuple[int, int]]:
-    """(b_base, b_offset) per tensor from measured candidates, under a budget per parameter per task.
+) -> dict[str, Hashable]:
+    """The chosen candidate's ``choice`` per tensor (for RTVQ a (b_base, b_offset) pair), under a budget
+    per parameter per task.
 
     Split from :func:`rtvq_allocate` so a caller that measures candidates one
     tensor at a time (never holding every tensor's taus) can allocate too.

@@ -9,12 +9,14 @@ the old versions stay until removed.
 
 Work goes one tensor name at a time across the group, so memory holds the T
 task vectors of one tensor, never whole models. RTVQ under a bit budget makes
-one extra pass to measure every tensor's options before allocating bits.
+one extra pass to measure every tensor's options before allocating bits;
+``mixed`` under a budget does the same across codecs (RTVQ pairs, TALL,
+per-task sign, quant and mixed-precision SVD; :mod:`tvstore.ops.pack_mixed`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,7 @@ from tvstore.blobs import BlobStore
 from tvstore.codecs.spec import parse_codec_spec, split_codec_spec
 from tvstore.codecs.emr import emr_pack
 from tvstore.codecs.quant import CLIPS
-from tvstore.codecs.rtvq import DEFAULT_PAIRS, choose_pairs, rtvq_candidates, rtvq_pack
+from tvstore.codecs.rtvq import DEFAULT_PAIRS, Candidate, choose_pairs, rtvq_candidates, rtvq_pack
 from tvstore.codecs.tall import DEFAULT_LAMBDA, tall_pack
 from tvstore.tensors.codec_plan import CodecPlan
 from tvstore.codecs.encoded import EncodedComponent
@@ -34,10 +36,11 @@ from tvstore.errors import CodecError, UsageError
 from tvstore.tensors.metrics import ErrorStats
 from tvstore.util.bounds import POSITIVE_INT, Bounds
 from tvstore.util.progress import Progress, no_progress
+from tvstore.ops.pack_mixed import measure, options
 from tvstore.ops.push import PendingVector, store_tensor
 from tvstore.tensors.sources import VectorSource
 
-PACKERS = ("rtvq", "tall", "emr")
+PACKERS = ("rtvq", "tall", "emr", "mixed")
 
 Packer = Callable[[list[torch.Tensor], str], list[list[EncodedComponent]]]
 
@@ -77,6 +80,7 @@ _PARAMS: dict[str, dict[str, Bounds | tuple[str, ...] | str]] = {
              "group_size": POSITIVE_INT, "clip": CLIPS},
     "tall": {"lambda": Bounds(float, 0, 1), "shared": "spec"},
     "emr": {"shared": "spec"},
+    "mixed": {"bits": Bounds(float, 0, 16, lo_open=True)},
 }
 
 
@@ -95,6 +99,8 @@ def _checked(codec: str, params: dict[str, Any]) -> dict[str, Any]:
             parse_codec_spec(str(value))  # a bad shared codec is refused here, before any tensor is read
     if codec == "rtvq" and "bits" in params and ("base_bits" in params or "offset_bits" in params):
         raise UsageError("give rtvq either a budget (bits) or fixed base_bits/offset_bits, not both")
+    if codec == "mixed" and "bits" not in params:
+        raise UsageError("pack mixed needs a budget: bits=B (bits per parameter per task), e.g. mixed:bits=0.5")
     return params
 
 
@@ -117,35 +123,58 @@ def check_group(sources: Sequence[VectorSource]) -> list[str]:
     return names
 
 
-def _packer(spec: PackSpec, bits: dict[str, tuple[int, int]]) -> Packer:
+def _packer(spec: PackSpec, choice: dict[str, Hashable]) -> Packer:
     p = spec.params
+    if spec.codec == "mixed":
+        packers = options()
+        return lambda taus, name: packers[str(choice[name])](taus)
     if spec.codec == "rtvq":
         gran, gsize, clip = p.get("granularity", "tensor"), p.get("group_size", 128), p.get("clip", "minmax")
         fixed = (p.get("base_bits", 3), p.get("offset_bits", 2))
-        return lambda taus, name: rtvq_pack(taus, *bits.get(name, fixed), gran, gsize, clip)
+        return lambda taus, name: rtvq_pack(taus, *choice.get(name, fixed), gran, gsize, clip)
     shared = parse_codec_spec(str(p["shared"])) if "shared" in p else None
     if spec.codec == "tall":
         return lambda taus, name: tall_pack(taus, p.get("lambda", DEFAULT_LAMBDA), shared)
     return lambda taus, name: emr_pack(taus, shared)
 
 
-def allocate(sources: Sequence[VectorSource], names: list[str], spec: PackSpec, progress: Progress) -> dict[str, tuple[int, int]]:
-    """RTVQ under a budget: measure each tensor's (b_base, b_offset) options, then allocate bits."""
-    if spec.codec != "rtvq" or "bits" not in spec.params:
+def _measure(spec: PackSpec) -> Callable[[list[torch.Tensor]], list[Candidate]]:
+    """How one tensor's options are measured under a budget: RTVQ's bit pairs, or every mixed option."""
+    if spec.codec == "mixed":
+        packers = options()
+        return lambda taus: measure(taus, packers)
+    p = spec.params
+    gran, gsize, clip = p.get("granularity", "tensor"), p.get("group_size", 128), p.get("clip", "minmax")
+    return lambda taus: rtvq_candidates(taus, DEFAULT_PAIRS, gran, gsize, clip)
+
+
+def allocate(sources: Sequence[VectorSource], names: list[str], spec: PackSpec, progress: Progress) -> dict[str, Hashable]:
+    """Under a budget (rtvq or mixed with ``bits``): measure each tensor's options, then allocate bits.
+
+    The measured error per stored bit decides where the budget goes (see
+    :func:`tvstore.codecs.rtvq.allocate_bits`); returns each tensor's choice.
+    """
+    if spec.codec not in ("rtvq", "mixed") or "bits" not in spec.params:
         return {}
-    gran, gsize = spec.params.get("granularity", "tensor"), spec.params.get("group_size", 128)
-    clip = spec.params.get("clip", "minmax")
+    measure_one = _measure(spec)
     cands, sizes = {}, {}
-    with progress("measuring quantization sensitivity", len(names)) as advance:
+    with progress("measuring each tensor's options", len(names)) as advance:
         for name in names:
             taus = [s.get(name) for s in sources]
-            cands[name] = rtvq_candidates(taus, DEFAULT_PAIRS, gran, gsize, clip)
+            cands[name] = measure_one(taus)
             sizes[name] = taus[0].numel()
             advance(1)
     try:
         return choose_pairs(cands, sizes, len(sources), spec.params["bits"])
     except ValueError as exc:
-        raise UsageError(f"rtvq: {exc}") from None
+        raise UsageError(f"{spec.codec}: {exc}") from None
+
+
+def tensor_codec(spec: PackSpec, choice: Hashable | None) -> dict[str, Any]:
+    """What a packed tensor records as its codec: the pack codec and, under a budget, its choice."""
+    if choice is None:
+        return {"id": spec.codec}
+    return {"id": spec.codec, **({"choice": choice} if spec.codec == "mixed" else {"bits": list(choice)})}
 
 
 def _shared_payloads(per_task: list[list[EncodedComponent]]) -> set[bytes]:
@@ -165,8 +194,8 @@ def pack_group(
 ) -> list[PendingVector]:
     """One pending new version per source vector, sharing blobs where the codec shares parts."""
     names = check_group(sources)
-    bits = allocate(sources, names, spec, progress)
-    packer = _packer(spec, bits)
+    choice = allocate(sources, names, spec, progress)
+    packer = _packer(spec, choice)
     plan = CodecPlan()
     pending = [PendingVector(s.vector.name, s.vector.base.name, "packed", plan, codec_config=spec.config()) for s in sources]
     with progress(f"packing {len(sources)} vectors ({spec.codec})", len(names)) as advance:
@@ -177,7 +206,7 @@ def pack_group(
             for pend, tau, comps in zip(pending, taus, per_task, strict=True):
                 shape = tuple(tau.shape)
                 approx = delta_of_encoded(comps, shape, tau.dtype)
-                codec = {"id": spec.codec, **({"bits": list(bits[name])} if name in bits else {})}
+                codec = tensor_codec(spec, choice.get(name))
                 enc = EncodedTensor(name, DELTA, tau.dtype, shape, codec, comps, ErrorStats.of(tau, approx))
                 stored = store_tensor(enc, blobs)
                 stored.stored_bytes = _amortized_bytes(comps, shared, len(sources))
