@@ -46,6 +46,7 @@ def push(
     max_error: Optional[float] = typer.Option(None, "--max-error", help="With --codec auto: largest relative L2 error per tensor."),
     extra: bool = typer.Option(False, "--extra", help="Store tensors the base lacks (e.g. a task head)."),
     meta: list[str] = typer.Option([], "--meta", help="key=value metadata (repeatable)."),
+    strip_prefix: Optional[str] = typer.Option(None, "--strip-prefix", help="Take PREFIX (e.g. 'bert.') off the fine-tune's tensor names to meet the base's; detected if not given, '' for none."),
     target: Optional[float] = typer.Option(None, "--target", help="With --score-cmd: keep score >= TARGET x the lossless score (default 0.99)."),
     score_cmd: Optional[str] = typer.Option(None, "--score-cmd", help="With --codec auto: command scoring a rebuilt checkpoint {dir}, printing one number."),
     json: bool = JSON,
@@ -59,7 +60,7 @@ def push(
         codec = _with_max_error(codec, max_error)
     info = registry(ctx).push(
         name, finetuned, base=base, codec=codec, codec_rules=codec_for, extra=extra,
-        meta=parse_meta(meta), from_checkpoint=from_ckpt, to_checkpoint=to_ckpt,
+        meta=parse_meta(meta), from_checkpoint=from_ckpt, to_checkpoint=to_ckpt, strip_prefix=strip_prefix,
     )
     emit_json(info.to_dict()) if json else out.print("pushed " + _summary(info), highlight=False)
 

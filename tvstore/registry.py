@@ -177,8 +177,12 @@ class Registry:
         meta: dict[str, Any] | None = None,
         from_checkpoint: PathLike | None = None,
         to_checkpoint: PathLike | None = None,
+        strip_prefix: str | None = None,
     ) -> VectorInfo:
-        """Store ``finetuned - base``, or ``to_checkpoint - from_checkpoint``, as a new version of ``name``."""
+        """Store ``finetuned - base``, or ``to_checkpoint - from_checkpoint``, as a new version of ``name``.
+
+        ``strip_prefix`` maps a fine-tune's names onto the base's (``bert.`` of a classifier); detected if ``None``.
+        """
         from tvstore.ops.encode_push import check_push_args, encode_push
         from tvstore.tensors.codec_plan import CodecPlan
         from tvstore.tensors.local_base import push_base_source
@@ -191,7 +195,8 @@ class Registry:
             base_row = get_full_base(session, get_base(session, base).id)
         source = push_base_source(base_row, self.blobs)  # no download of a base whose checkpoint is at hand
         pending = encode_push(
-            name, source, self.blobs, plan, _path(finetuned), _path(from_checkpoint), _path(to_checkpoint), extra, self.progress
+            name, source, self.blobs, plan, _path(finetuned), _path(from_checkpoint), _path(to_checkpoint), extra, self.progress,
+            prefix=strip_prefix,
         )
         return self._commit(pending, base_row, meta or {})
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from tvstore.ops.claims import claim_blobs, check_blobs_present
 from tvstore.blobs import BlobStore
 from tvstore.checkpoint.dtypes import dtype_name
+from tvstore.checkpoint.prefix import with_prefix
 from tvstore.db.models import BaseModel, ComponentRow, LineageEdge, Mask, TaskVector, VectorTensor
 from tvstore.db.queries import next_version
 from tvstore.ops.lineage import COMPRESSED_FROM, DIFFERENCE_OF, FINETUNED_FROM
@@ -169,7 +170,7 @@ def _insert_vector(
         stored_bytes=sum(t.stored_bytes for t in pending.tensors),
         num_params=sum(t.raw_bytes // t.dtype.itemsize for t in pending.tensors),
         num_tensors=sum(t.role != "absent" for t in pending.tensors),
-        rel_l2=stats.rel_l2, cosine=stats.cosine, meta=meta, recipe=recipe,
+        rel_l2=stats.rel_l2, cosine=stats.cosine, meta=with_prefix(meta, pending.name_prefix), recipe=recipe,
         source_digest=pending.source_digest,
         tensors=[_tensor_row(i, t, label) for i, t in enumerate(pending.tensors)],
     )

@@ -35,8 +35,12 @@ def encode_push(
     to_checkpoint: Path | None = None,
     extra: bool = False,
     progress: Progress = no_progress,
+    prefix: str | None = None,
 ) -> PendingVector:
-    """Encode a fine-tune, a PEFT adapter or a difference against ``source``; blobs land in ``blobs``."""
+    """Encode a fine-tune, a PEFT adapter or a difference against ``source``; blobs land in ``blobs``.
+
+    ``prefix``: taken off a fine-tune's tensor names to meet the base's (``None``: detected).
+    """
     from tvstore.checkpoint.peft import is_adapter_dir
     from tvstore.ops.push import push_difference, push_finetune
     from tvstore.ops.push_lora import push_adapter
@@ -44,6 +48,6 @@ def encode_push(
     if finetuned is not None and is_adapter_dir(finetuned):
         return push_adapter(name, finetuned, source, blobs, extra, progress)
     if finetuned is not None:
-        return push_finetune(name, finetuned, source, blobs, plan, extra, progress)
+        return push_finetune(name, finetuned, source, blobs, plan, extra, progress, prefix)
     assert from_checkpoint is not None and to_checkpoint is not None
     return push_difference(name, from_checkpoint, to_checkpoint, source, blobs, plan, extra, progress)

@@ -9,6 +9,7 @@ import torch
 
 from tvstore.blobs import BlobStore
 from tvstore.checkpoint import TensorInfo, write_checkpoint_dir, write_safetensors
+from tvstore.checkpoint.prefix import own_names
 from tvstore.checkpoint.writer import DEFAULT_SHARD_BYTES
 from tvstore.db.models import BaseModel
 from tvstore.ops.model_card import ModelCard
@@ -79,16 +80,18 @@ def pull_checkpoint(
     card: ModelCard | None = None,
 ) -> Path:
     """base + vector, one tensor at a time, written as a directory ``transformers`` loads (with ``card``)."""
-    infos, _ = checkpoint_tensors(base, vector)
+    infos, extras = checkpoint_tensors(base, vector)
     names = [i.name for i in infos]
+    own = own_names(vector.vector.meta, extras)  # the fine-tune's names: a stripped ``bert.`` goes back on
     with progress(f"rebuilding {vector.label}", len(names)) as advance:
 
         def tensors() -> Iterator[tuple[str, torch.Tensor]]:
             for name, value in rebuilt_tensors(base, vector, names):
-                yield name, value
+                yield own(name), value
                 advance(1)
 
         files, metadata = side_files(base.base, blobs), vector_metadata(vector)
         if card is not None:
             files, metadata = card.attach(files, metadata)
+        infos = [TensorInfo(own(i.name), i.dtype, i.shape) for i in infos]
         return write_checkpoint_dir(out, infos, tensors(), files, max_shard_bytes, metadata)

@@ -21,6 +21,7 @@ import torch
 from tvstore.blobs import BlobStore
 from tvstore.checkpoint import Checkpoint, open_checkpoint
 from tvstore.checkpoint.digest import manifest_digest, tensor_digest
+from tvstore.checkpoint.prefix import strip_prefix
 from tvstore.tensors.codec_plan import CodecPlan
 from tvstore.tensors.encode import ABSENT, EncodedTensor, encode_delta, encode_extra
 from tvstore.errors import InvalidCheckpointError
@@ -85,6 +86,7 @@ class PendingVector:
     source_digest: str | None = None
     parent_digests: dict[str, tuple[str, str]] = field(default_factory=dict)  # role -> (path, digest)
     codec_config: dict[str, Any] | None = None  # what to record as the vector's codec, if not the plan's
+    name_prefix: str = ""  # stripped from the fine-tune's tensor names to meet the base's (``bert.``)
 
     @property
     def stats(self) -> ErrorStats:
@@ -163,12 +165,17 @@ def push_finetune(
     plan: CodecPlan,
     allow_extra: bool = False,
     progress: Progress = no_progress,
+    prefix: str | None = None,
 ) -> PendingVector:
-    """Encode ``finetuned - base`` (exact rebuild guaranteed for exact codecs)."""
-    with open_checkpoint(finetuned) as ft:
+    """Encode ``finetuned - base`` (exact rebuild guaranteed for exact codecs).
+
+    ``prefix`` is stripped from the fine-tune's names (``None``: detected, ``""``: none).
+    """
+    with open_checkpoint(finetuned) as raw:
+        ft, prefix = strip_prefix(raw, set(base.names()), prefix)
         extras = _check_against_base(ft, base, allow_extra)
         _check_non_float(ft, base)
-        pending = PendingVector(name, base.base.name, "finetune", plan)
+        pending = PendingVector(name, base.base.name, "finetune", plan, name_prefix=prefix)
         digests: list[tuple[str, str]] = []
 
         def work(tname: str) -> tuple[StoredTensor, str]:
