@@ -186,10 +186,6 @@ class CachedBlobStore(BlobStore):
             total -= size
         return total
 
-    def cache_bytes(self) -> int:
-        """Bytes currently held in the cache folder."""
-        return sum(size for _, size, _ in _scan(self.objects))
-
 
 def _scan(objects: Path) -> list[tuple[Path, int, float]]:
     """``(path, size, mtime)`` of every cache entry; also sweeps stale temporary files."""

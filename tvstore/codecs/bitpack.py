@@ -222,7 +222,3 @@ def scatter_by_bitmap(bitmap: np.ndarray, values: np.ndarray) -> np.ndarray:
     padded[1:] = values
     return np.take(padded, rank)
 
-
-def indices_count(data: bytes) -> int:
-    """How many positions a coded support holds, without decoding it."""
-    return _IDX_HEADER.unpack_from(data)[2]

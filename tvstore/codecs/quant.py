@@ -153,13 +153,6 @@ class Quant(Codec):
         if self.clip not in CLIPS:
             raise ValueError(f"clip must be one of {', '.join(CLIPS)}, got {self.clip!r}")
 
-    def error_bound(self, payload: bytes) -> np.ndarray:
-        """Per-group bound 1/(2s) on |x - x_hat| before dtype rounding (for tests and reports)."""
-        if payload == bitpack.ZERO_PAYLOAD:
-            return np.zeros(1)
-        _, _, params = _read(payload)
-        return 0.5 / params.s.astype(np.float64)
-
     def encode(self, tensor: torch.Tensor) -> bytes:
         flat = tensor.detach().reshape(-1)
         if not bool(torch.isfinite(flat).all()):

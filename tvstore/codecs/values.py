@@ -59,8 +59,3 @@ def decode_values(sections: list[bytes], out_dtype: torch.dtype) -> tuple[torch.
         stored = (stored.to(torch.float64) * (2.0**-exp)).to(out_dtype)
     return stored.to(out_dtype), 1 + width
 
-
-def round_like_storage(values: torch.Tensor, dtype_name: str, out_dtype: torch.dtype) -> torch.Tensor:
-    """What :func:`decode_values` will return for ``values`` (the exactness reference for tests)."""
-    sections = encode_values(values, dtype_name)
-    return decode_values(sections, out_dtype)[0]

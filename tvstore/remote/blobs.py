@@ -26,10 +26,6 @@ class RemoteBlobStore(BlobStore):
         self._present: set[str] = set()
         self._lock = threading.Lock()
 
-    @property
-    def supports_listing(self) -> bool:
-        return False
-
     def put(self, data: bytes) -> str:
         digest = digest_bytes(data)
         if digest in self._present:
