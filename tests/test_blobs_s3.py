@@ -420,9 +420,9 @@ def gets(store: CachedBlobStore) -> int:
 
 def test_cache_hit_after_first_read(cached: CachedBlobStore) -> None:
     digest = cached.put(blob(1))
-    assert not cached.cached(digest)  # writes go to the remote only
+    assert not cached.path(digest).is_file()  # writes go to the remote only
     assert cached.get(digest) == blob(1)
-    assert cached.cached(digest) and gets(cached) == 1
+    assert cached.path(digest).is_file() and gets(cached) == 1
     assert cached.get(digest) == blob(1)
     assert cached.get_many([digest]) == {digest: blob(1)}
     assert gets(cached) == 1
@@ -447,21 +447,21 @@ def test_cache_size_cap_evicts_least_recently_used(cached: CachedBlobStore) -> N
     for digest in digests[5:]:
         cached.get(digest)
         assert _cache_bytes(cached) <= cached.max_bytes
-    assert cached.cached(digests[0]) and not cached.cached(digests[1])  # the oldest went first
-    assert cached.cached(digests[-1])
+    assert cached.path(digests[0]).is_file() and not cached.path(digests[1]).is_file()  # the oldest went first
+    assert cached.path(digests[-1]).is_file()
 
 
 def test_cache_skips_blobs_larger_than_its_cap(cached: CachedBlobStore) -> None:
     digest = cached.put(os.urandom(100 * KiB))
     cached.get(digest)
-    assert not cached.cached(digest)
+    assert not cached.path(digest).is_file()
 
 
 def test_delete_removes_the_cached_copy(cached: CachedBlobStore) -> None:
     digest = cached.put(blob(3))
     cached.get(digest)
     cached.delete(digest)
-    assert not cached.cached(digest) and not cached.exists(digest)
+    assert not cached.path(digest).is_file() and not cached.exists(digest)
 
 
 def test_unwritable_cache_only_costs_speed(s3_bucket: str, tmp_path: Path) -> None:
@@ -530,5 +530,5 @@ def test_two_processes_share_one_cache_dir(s3_bucket: str, tmp_path: Path) -> No
     assert 0 < _cache_bytes(store) <= 40 * KiB + 6 * KiB  # the other process may have just added one
     assert not [p for p in cache_dir.rglob(".*.tmp")]
     for digest in digests:
-        if store.cached(digest):
+        if store.path(digest).is_file():
             assert digest_bytes(store.path(digest).read_bytes()) == digest

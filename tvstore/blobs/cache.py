@@ -67,10 +67,6 @@ class CachedBlobStore(BlobStore):
     def path(self, digest: str) -> Path:
         return fanout_path(self.objects, digest)
 
-    def cached(self, digest: str) -> bool:
-        """Whether a (not yet verified) local copy exists."""
-        return self.path(digest).is_file()
-
     # -- reads: cache first -------------------------------------------------
 
     def get(self, digest: str) -> bytes:
