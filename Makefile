@@ -38,5 +38,10 @@ bench-scale: $(STAMP)
 	cd benchmarks && $(BENCH_PY) bench_rebuild.py --work $(BENCH_WORK)/rebuild --scale
 	$(BENCH_PY) benchmarks/update_readme.py
 
+# The accuracy evaluation (benchmarks/eval/harness.py): fine-tunes cached under benchmarks/.cache,
+# tables, JSON and plot written to benchmarks/results/eval_* (EVAL_ARGS, e.g. --quick for seconds).
+eval: $(STAMP)
+	$(BIN)/python -m benchmarks.eval.harness $(EVAL_ARGS)
+
 clean:
 	rm -rf $(VENV) .demo build *.egg-info

@@ -70,6 +70,14 @@ CODECS: tuple[CodecSetting, ...] = (
     CodecSetting("ternary:density=0.1"),
     CodecSetting("ternary:density=0.03"),
     CodecSetting("lowrank:rank=16"),
+    # issue 11: error-optimal ranges, least-squares sign codes, Delta-CoMe SVD, the cross-codec allocator
+    CodecSetting("quant:bits=2,granularity=group,clip=mse"),
+    CodecSetting("sign:density=0.1"),
+    CodecSetting("sign:density=0.05"),
+    CodecSetting("sign:density=0.02"),
+    CodecSetting("svdmix:rank=16,top=4"),
+    CodecSetting("rtvq:bits=1.0,clip=mse", group=True),
+    CodecSetting("mixed:bits=0.5", group=True),
 )
 
 MERGES: tuple[MergeSetting, ...] = (
