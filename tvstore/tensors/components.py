@@ -107,13 +107,22 @@ def rebuild(base: torch.Tensor, components: Sequence[Component], fetch: Fetch, i
     for comp in components:
         if comp.kind == FIX:
             assert comp.mask_blob is not None, "a fix component always carries its mask"
-            _apply_fix(out, decode_mask(fetch(comp.mask_blob), shape), comp.decode(shape, dtype, fetch))
+            _apply_fix(out, decode_mask(fetch(comp.mask_blob), shape), comp, fetch)
     return out
 
 
-def _apply_fix(out: torch.Tensor, where: torch.Tensor, values: torch.Tensor) -> None:
-    """``out[where] = values[where]`` in place: one vectorised pass, no new tensor (unlike ``torch.where``)."""
-    np.copyto(as_uint(out), as_uint(values), where=where.reshape(-1).numpy())
+def _apply_fix(out: torch.Tensor, where: torch.Tensor, fix: Component, fetch: Fetch) -> None:
+    """Set the fixed entries of ``out`` in place (no new tensor, unlike ``torch.where``).
+
+    A ``raw`` fix holds only the fixed entries, in order; older pushes stored a
+    dense tensor (zeros elsewhere) in another exact codec.
+    """
+    mask = where.reshape(-1).numpy()
+    if fix.codec["id"] == "raw":
+        values = fix.decode((int(np.count_nonzero(mask)),), out.dtype, fetch)
+        as_uint(out)[mask] = as_uint(values)
+    else:
+        np.copyto(as_uint(out), as_uint(fix.decode(tuple(out.shape), out.dtype, fetch)), where=mask)
 
 
 def delta_of_encoded(encoded: Sequence[EncodedComponent], shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

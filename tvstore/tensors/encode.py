@@ -14,6 +14,7 @@ import torch
 from tvstore.codecs import Codec
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.masks import encode_mask
+from tvstore.codecs.raw import Raw
 from tvstore.tensors.codec_plan import AutoCodec
 from tvstore.codecs.encoded import ADD, FIX, EncodedComponent
 from tvstore.errors import InvalidCheckpointError
@@ -23,6 +24,7 @@ from tvstore.tensors.metrics import ErrorStats
 # base buffer the fine-tune did not have (no data; a rebuild leaves it out)
 DELTA, EXTRA, ABSENT = "delta", "extra", "absent"
 _LOSSLESS = Lossless()
+_RAW = Raw()
 
 
 @dataclass
@@ -63,8 +65,8 @@ def exactness_fix(target: torch.Tensor, base: torch.Tensor, tau: torch.Tensor) -
     if torch.equal(_bits(rebuilt), _bits(target)):  # the usual case: one comparison pass, no mask
         return None
     miss = _bits(rebuilt) != _bits(target)
-    values = torch.where(miss, target, torch.zeros((), dtype=target.dtype))
-    return EncodedComponent(_LOSSLESS.get_config(), _LOSSLESS.encode(values), mask=encode_mask(miss), kind=FIX)
+    # only the missed entries, in order (a raw fix; older pushes stored a dense lossless tensor, still read)
+    return EncodedComponent(_RAW.get_config(), _RAW.encode(target[miss]), mask=encode_mask(miss), kind=FIX)
 
 
 def check_finite(name: str, tensor: torch.Tensor, what: str, sum_of_squares: float | None = None) -> None:
