@@ -67,6 +67,8 @@ def push(
 
 def _with_max_error(codec: str, max_error: float) -> str:
     """``--codec auto --max-error E`` as the one spec ``auto:max_error=E`` (read by the spec parser)."""
+    from json import dumps as json_text  # NaN and Infinity as the spec parser reads them
+
     from tvstore.codecs.spec import split_codec_spec  # imports torch: only when pushing
 
     codec_id, params = split_codec_spec(codec)
@@ -74,7 +76,7 @@ def _with_max_error(codec: str, max_error: float) -> str:
         raise UsageError("--max-error goes with --codec auto")
     if "max_error" in params:
         raise UsageError("max_error given twice (in --codec and as --max-error)")
-    return f"auto:max_error={max_error!r}"
+    return f"auto:max_error={json_text(max_error)}"
 
 
 def pull(
