@@ -31,10 +31,15 @@ def check_digest(digest: str) -> str:
     return digest
 
 
-def fanout_path(objects: Path, digest: str) -> Path:
-    """Where a blob lives under an ``objects`` folder: ``ab/cdef…`` (dvc's layout; no folder holds too many files)."""
+def fanout(digest: str) -> str:
+    """Where a blob lives under an ``objects`` folder or prefix: ``ab/cdef…`` (dvc's layout; no folder holds too many files)."""
     check_digest(digest)
-    return objects / digest[:2] / digest[2:]
+    return f"{digest[:2]}/{digest[2:]}"
+
+
+def fanout_path(objects: Path, digest: str) -> Path:
+    """:func:`fanout` under a local ``objects`` folder."""
+    return objects / fanout(digest)
 
 
 def verified(digest: str, data: bytes) -> bytes:

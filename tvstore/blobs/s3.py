@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlparse
 
-from tvstore.blobs.base import DIGEST_HEX_LEN, BlobStore, check_digest, digest_bytes
+from tvstore.blobs.base import DIGEST_HEX_LEN, BlobStore, digest_bytes, fanout
 from tvstore.blobs.s3_config import S3Settings, make_client
 from tvstore.blobs.s3_errors import UNSUPPORTED_CONDITION_CODES, Where, error_code, http_status, translated
 from tvstore.blobs.s3_multipart import upload_multipart
@@ -101,8 +101,7 @@ class S3BlobStore(BlobStore):
         return base
 
     def key(self, digest: str) -> str:
-        check_digest(digest)
-        return f"{self._objects}{digest[:2]}/{digest[2:]}"
+        return f"{self._objects}{fanout(digest)}"
 
     def _where(self) -> Where:
         return Where(self.bucket, self.endpoint)
