@@ -19,7 +19,9 @@ def push_searched(ctx: typer.Context, name: str, finetuned: Path | None, base: s
     """``push --codec auto --target T --score-cmd CMD``: the smallest codec keeping the score."""
     if score_cmd is None:
         raise UsageError("--target goes with --score-cmd (the command that scores a rebuilt checkpoint)")
-    if codec.split(":")[0].strip() != "auto":
+    from tvstore.codecs.spec import split_codec_spec  # imports torch: only when pushing
+
+    if split_codec_spec(codec)[0] != "auto":
         raise UsageError("--score-cmd goes with --codec auto (the search picks the codec)")
     if finetuned is None or other_options:
         raise UsageError("--score-cmd searches a fine-tuned checkpoint: give FINETUNED, without --from/--to/--codec-for")

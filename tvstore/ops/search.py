@@ -44,6 +44,7 @@ from tvstore.tensors.components import delta_of_encoded
 from tvstore.tensors.encode import encode_delta
 from tvstore.tensors.sources import BaseSource
 from tvstore.util.progress import Progress, no_progress
+from tvstore.util.refs import parse_ref
 
 Score = Callable[[Path], float]
 
@@ -273,7 +274,7 @@ def set_param(recipe: Mapping[str, Any], key: str, value: float) -> dict[str, An
     out = {**recipe, "inputs": [dict(i) if isinstance(i, Mapping) else {"ref": i} for i in recipe.get("inputs", [])]}
     ref, dot, setting = key.rpartition(".")
     if dot:
-        hits = [i for i in out["inputs"] if str(i.get("ref")) == ref or str(i.get("ref")).split("@")[0].split(":")[0] == ref]
+        hits = [i for i in out["inputs"] if str(i.get("ref")) == ref or parse_ref(str(i.get("ref"))).name == ref]
         if not hits:
             raise UsageError(f"--search {key!r}: the recipe has no input {ref!r}")
         for i in hits:
