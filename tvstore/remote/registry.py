@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from tvstore.errors import UsageError
+from tvstore.errors import SchemaError, UsageError
 from tvstore.ops.info import BaseInfo, TensorSummary, VectorInfo
 from tvstore.ops.lineage import LineageNode
 from tvstore.remote.blobs import RemoteBlobStore
@@ -70,6 +70,14 @@ class RemoteRegistry:
     def close(self) -> None:
         self.client.close()
 
+    def __getattr__(self, name: str) -> Any:
+        """A facade method this client does not offer yet: one clear line, not an ``AttributeError``."""
+        from tvstore.registry import Registry
+
+        if not name.startswith("_") and callable(getattr(Registry, name, None)):
+            raise UsageError(f"`{name}` is not available through a server ({self.client.url}) yet; run it against the registry directly")
+        raise AttributeError(name)
+
     def _refused(self, what: str) -> UsageError:
         return UsageError(f"{what} runs against the registry directly (on the server's machine), not through {self.client.url}")
 
@@ -82,6 +90,12 @@ class RemoteRegistry:
     def schema_revision(self) -> tuple[str | None, str]:
         data = self.client.json("GET", "/api/schema")
         return data["current"], data["head"]
+
+    def check_schema(self) -> None:
+        """The server's database must be at the schema the server knows (it checks at start, too)."""
+        problem = self.client.json("GET", "/api/schema")["problem"]
+        if problem:
+            raise SchemaError(f"the server's registry: {problem}")
 
     # ---- bases --------------------------------------------------------------------------
 
@@ -119,6 +133,7 @@ class RemoteRegistry:
         meta: dict[str, Any] | None = None,
         from_checkpoint: PathLike | None = None,
         to_checkpoint: PathLike | None = None,
+        strip_prefix: str | None = None,
     ) -> VectorInfo:
         """Encode here, upload the blobs the server lacks, and ask the server to commit."""
         from tvstore.ops.encode_push import check_push_args, encode_push
@@ -131,7 +146,7 @@ class RemoteRegistry:
         self.client.call("GET", f"/api/check/push/{_seg(name)}")  # scope and grant refused before any encoding
         source = self._base_source(base)
         paths = [None if p is None else Path(p) for p in (finetuned, from_checkpoint, to_checkpoint)]
-        pending = encode_push(name, source, self.blobs, plan, *paths, extra=extra, progress=self.progress)
+        pending = encode_push(name, source, self.blobs, plan, *paths, extra=extra, progress=self.progress, prefix=strip_prefix)
         body = {"pending": pending_to_dict(pending), "meta": meta or {}}
         return from_dict(VectorInfo, self.client.json("POST", "/api/vectors", json=body, retry=False))
 
@@ -154,13 +169,13 @@ class RemoteRegistry:
         data = self.lineage(ref)
         return data["vector"], [_node(n) for n in data["ancestors"]], [_node(n) for n in data["descendants"]]
 
-    def delta_tensors(self, ref: str) -> VectorSource:
+    def delta_tensors(self, ref: str, head_from: str | None = None) -> VectorSource:
         from tvstore.db.models import TaskVector
         from tvstore.db.wire import row_from_dict
         from tvstore.tensors.sources import VectorSource
 
         vector = row_from_dict(TaskVector, self.client.json("GET", f"/api/vectors/{_seg(ref)}/rows"))
-        if vector.is_recipe:
+        if vector.is_recipe or head_from is not None:
             raise UsageError(f"{vector.label} is a saved recipe; through a server, save it with --codec to pull it")
         return VectorSource(vector, self.blobs)
 
@@ -171,12 +186,19 @@ class RemoteRegistry:
 
         return pull_vector(self.delta_tensors(ref), Path(out), self.progress)
 
-    def pull_checkpoint(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+    def pull_checkpoint(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+                        head_from: str | None = None) -> Path:
+        """Rebuilt here from the blobs; the model card (lineage, error facts) comes from the server."""
+        from tvstore.ops.model_card import ModelCard
         from tvstore.ops.pull import pull_checkpoint
 
+        if head_from is not None:
+            raise UsageError("--head-from applies to a merge saved as its recipe, which a server client cannot rebuild yet")
         vector = self.delta_tensors(ref)
         base = self._base_source(vector.vector.base.name)
-        return pull_checkpoint(base, vector, self.blobs, Path(out), max_shard_bytes, self.progress)
+        card = self.client.json("GET", f"/api/vectors/{_seg(vector.label)}/card")
+        card["tags"] = tuple(card["tags"])
+        return pull_checkpoint(base, vector, self.blobs, Path(out), max_shard_bytes, self.progress, ModelCard(**card))
 
     # ---- server-side work -----------------------------------------------------------------
 
@@ -184,8 +206,19 @@ class RemoteRegistry:
         body = {"refs": refs, "codec": codec, "params": params}
         return [from_dict(VectorInfo, d) for d in self.client.json("POST", "/api/pack", json=body, retry=False)]
 
-    def save_merge(self, name: str, recipe: Any, codec: str | None = None, codec_rules: tuple[str, ...] = ()) -> VectorInfo:
-        body = {"name": name, "recipe": _recipe_text(recipe), "codec": codec, "codec_rules": list(codec_rules)}
+    def recipe(self, source: Any, extra_tensors: str | None = None) -> RecipeRequest:
+        """The recipe as the server will take it, parsed here first so a bad one fails the same way locally."""
+        from tvstore.merge import load_recipe
+
+        request = RecipeRequest(_recipe_mapping(source), extra_tensors)
+        load_recipe(request.recipe)
+        return request
+
+    def save_merge(self, name: str, recipe: Any, codec: str | None = None, codec_rules: tuple[str, ...] = (),
+                   meta: dict[str, Any] | None = None) -> VectorInfo:
+        request = recipe if isinstance(recipe, RecipeRequest) else self.recipe(recipe)
+        body = {"name": name, "recipe": request.recipe, "extra_tensors": request.extra_tensors, "codec": codec,
+                "codec_rules": list(codec_rules), "meta": meta or {}}
         return from_dict(VectorInfo, self.client.json("POST", "/api/merges", json=body, retry=False))
 
     def merge_to_dir(self, recipe: Any, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES, dtype: Any = None) -> Path:
@@ -242,10 +275,28 @@ class RemoteRegistry:
         return [from_dict(AuditInfo, d) for d in self.client.json("GET", "/api/audit", params=params)]
 
 
-def _recipe_text(recipe: Any) -> Any:
-    """A recipe as the server takes it: YAML text or a mapping (a path is read here)."""
-    if isinstance(recipe, (str, os.PathLike)) and Path(recipe).is_file():
-        return Path(recipe).read_text()
-    if isinstance(recipe, (str, dict)):
-        return recipe
-    raise UsageError("through a server, give a recipe as a YAML file, YAML text or a mapping")
+@dataclasses.dataclass(frozen=True)
+class RecipeRequest:
+    """A merge recipe bound for the server: its mapping, and the ``--extra-tensors`` override."""
+
+    recipe: dict[str, Any]
+    extra_tensors: str | None = None
+
+
+def _recipe_mapping(source: Any) -> dict[str, Any]:
+    """A recipe file, YAML text or mapping as a mapping (the server reads no files a client names)."""
+    import yaml
+
+    if isinstance(source, dict):
+        return source
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and Path(source).is_file()):
+        source = Path(source).read_text(encoding="utf-8")
+    if not isinstance(source, str):
+        raise UsageError("through a server, give a recipe as a YAML file, YAML text or a mapping")
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as e:
+        raise UsageError(f"recipe is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError("recipe: expected a mapping at the top level")
+    return data

@@ -7,16 +7,16 @@ audit what changed. Registry calls block, so they run in the thread pool.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import yaml
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tvstore.errors import UsageError
+from tvstore.errors import SchemaError, UsageError
 from tvstore.registry import Registry
 from tvstore.server.auth import require
 from tvstore.util.refs import check_name, parse_ref
@@ -40,6 +40,13 @@ async def body_of(request: Request) -> dict[str, Any]:
     return data
 
 
+def _meta(body: dict[str, Any]) -> dict[str, str]:
+    meta = body.get("meta") or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise UsageError("malformed request: 'meta' must map strings to strings")
+    return meta
+
+
 def _ref_name(ref: str) -> str:
     return parse_ref(ref).name
 
@@ -53,8 +60,14 @@ async def _audit(request: Request, token: str, action: str, target: str, detail:
 
 async def schema(request: Request) -> JSONResponse:
     await require(request, "read", "db current")
-    current, head = await run(registry_of(request).schema_revision)
-    return JSONResponse({"current": current, "head": head})
+    reg = registry_of(request)
+    current, head = await run(reg.schema_revision)
+    try:
+        await run(reg.check_schema)
+        problem = None
+    except SchemaError as exc:
+        problem = str(exc)
+    return JSONResponse({"current": current, "head": head, "problem": problem})
 
 
 async def list_vectors(request: Request) -> JSONResponse:
@@ -86,6 +99,12 @@ async def vector_rows(request: Request) -> JSONResponse:
     ref = request.path_params["ref"]
     await require(request, "read", "pull", _ref_name(ref))
     return JSONResponse(await run(registry_of(request).vector_rows, ref))
+
+
+async def card(request: Request) -> JSONResponse:
+    ref = request.path_params["ref"]
+    await require(request, "read", "pull --checkpoint", _ref_name(ref))
+    return JSONResponse(dataclasses.asdict(await run(registry_of(request).card, ref)))
 
 
 async def list_bases(request: Request) -> JSONResponse:
@@ -124,9 +143,7 @@ async def commit_push(request: Request) -> JSONResponse:
     name = check_name(pending_data.get("name"), "task vector name")
     token = await require(request, "write", "push", name)
     pending = pending_from_dict(pending_data)
-    meta = body.get("meta") or {}
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise UsageError("malformed push: 'meta' must map strings to strings")
+    meta = _meta(body)
     reg = registry_of(request)
     info = await run(reg.commit_pushed, pending, meta, can_presign(reg.blobs))  # bytes that bypassed us are hashed
     await _audit(request, token.name, "push", info.ref, {"codec": info.codec, "stored_bytes": info.stored_bytes})
@@ -166,30 +183,18 @@ async def pack(request: Request) -> JSONResponse:
 
 
 async def save_merge(request: Request) -> JSONResponse:
-    from tvstore.merge import load_recipe
-
     body = await body_of(request)
     name = check_name(body.get("name"), "task vector name")
     token = await require(request, "write", "merge --save-as", name)
-    recipe = load_recipe(_recipe_mapping(body.get("recipe")))
+    if not isinstance(body.get("recipe"), dict):
+        raise UsageError("recipe: expected a mapping at the top level")
+    recipe = registry_of(request).recipe(body["recipe"], body.get("extra_tensors"))
     for ref in recipe.vectors:  # every input must be readable by this token
         await require(request, "read", "merge --save-as", ref.name)
-    codec, rules = body.get("codec"), tuple(body.get("codec_rules") or ())
-    info = await run(registry_of(request).save_merge, name, recipe, codec, rules)
+    codec, rules, meta = body.get("codec"), tuple(body.get("codec_rules") or ()), _meta(body)
+    info = await run(registry_of(request).save_merge, name, recipe, codec, rules, meta)
     await _audit(request, token.name, "merge", info.ref, {"inputs": [str(r) for r in recipe.vectors], "codec": codec})
     return JSONResponse(info.to_dict())
-
-
-def _recipe_mapping(recipe: Any) -> dict[str, Any]:
-    """YAML text or a mapping; never a path (the server reads no files a client names)."""
-    if isinstance(recipe, str):
-        try:
-            recipe = yaml.safe_load(recipe)
-        except yaml.YAMLError as e:
-            raise UsageError(f"recipe is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(recipe, dict):
-        raise UsageError("recipe: expected a mapping at the top level")
-    return recipe
 
 
 # ---- admin -----------------------------------------------------------------------------------
@@ -268,6 +273,7 @@ routes = [
     Route("/api/vectors/{ref:path}/tensors", tensors),
     Route("/api/vectors/{ref:path}/lineage", lineage),
     Route("/api/vectors/{ref:path}/rows", vector_rows),
+    Route("/api/vectors/{ref:path}/card", card),
     Route("/api/vectors/{ref:path}/tags", tag, methods=["POST"]),
     Route("/api/vectors/{ref:path}", show, methods=["GET"]),
     Route("/api/vectors/{ref:path}", remove, methods=["DELETE"]),

@@ -61,6 +61,6 @@ async def get_blob(request: Request) -> Response:
 
 routes = [
     Route("/api/blobs/missing", missing, methods=["POST"]),
-    Route("/api/blobs/{digest}", put_blob, methods=["PUT"]),
-    Route("/api/blobs/{digest}", get_blob, methods=["GET"]),
+    Route("/api/blobs/{digest:path}", put_blob, methods=["PUT"]),
+    Route("/api/blobs/{digest:path}", get_blob, methods=["GET"]),
 ]
