@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from tvstore.ops.audit import AuditInfo
     from tvstore.ops.tokens import TokenInfo
     from tvstore.remote import RemoteRegistry
+    from tvstore.ops.model_card import ModelCard
 
 PathLike = str | os.PathLike[str]
 RecipeLike = "str | os.PathLike[str] | dict[str, Any] | Recipe"
@@ -551,6 +552,14 @@ class Registry:
         self.check_schema()
         with self.session() as session:
             return row_to_dict(get_full_vector(session, ref))
+
+    def card(self, ref: str) -> ModelCard:
+        """The model card a rebuilt checkpoint of ``ref`` carries (a remote client writes the same one)."""
+        from tvstore.ops.model_card import vector_card
+
+        self.check_schema()
+        with self.session() as session:
+            return vector_card(session, get_vector(session, ref))
 
     def missing_blobs(self, digests: list[str]) -> list[str]:
         """Which of ``digests`` the store lacks: a client uploads only those."""
