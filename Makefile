@@ -35,7 +35,7 @@ bench: $(STAMP)
 
 # The 1.2B-parameter rows (~10 GB of generated checkpoints under BENCH_WORK).
 bench-scale: $(STAMP)
-	cd benchmarks && $(BENCH_PY) bench_rebuild.py --work $(BENCH_WORK)/rebuild --scale
+	cd benchmarks && $(BENCH_PY) bench_rebuild.py --work $(BENCH_WORK)/rebuild --scale --repeat 1
 	$(BENCH_PY) benchmarks/update_readme.py
 
 # The accuracy evaluation (benchmarks/eval/harness.py): fine-tunes cached under benchmarks/.cache,

@@ -85,7 +85,8 @@ def write_model(out: Path, cfg: dict, seed: int | None) -> None:
 def prepare(work: Path, cfg: dict, codecs: list[str]) -> dict[str, Path]:
     """Models (cached in ``work/models``) and one registry per codec, rebuilt from scratch."""
     models = work / "models"
-    for name, seed in (("base", None), ("ft0", 0), ("ft1", 1), ("ft2", 2)):
+    tasks = 3 if "rtvq" in codecs else 1  # RTVQ packs a group; the other codecs need one fine-tune
+    for name, seed in [("base", None)] + [(f"ft{t}", t) for t in range(tasks)]:
         if not (models / name / ".complete").exists():
             shutil.rmtree(models / name, ignore_errors=True)
             write_model(models / name, cfg, seed)
@@ -97,7 +98,7 @@ def prepare(work: Path, cfg: dict, codecs: list[str]) -> dict[str, Path]:
         with bm.open_registry(str(home)) as reg:
             reg.init()
             reg.add_base("base", models / "base")
-            for t in range(3):
+            for t in range(tasks):
                 reg.push(f"ft{t}", models / f"ft{t}", base="base", codec="lossless" if codec == "rtvq" else codec)
             if codec == "rtvq":
                 reg.pack(["ft0", "ft1", "ft2"], "rtvq")
@@ -262,7 +263,7 @@ def push_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib: f
     rows = []
     for codec in ("lossless", "quant:bits=4"):
         home = homes.get(codec) or homes[a.codecs[0]]
-        runs = [child("push", str(home), f"bench-push-{i}", str(work / "models" / "ft1"), codec)
+        runs = [child("push", str(home), f"bench-push-{i}", str(work / "models" / "ft0"), codec)
                 for i in range(a.repeat)]
         wall = statistics.median(r["wall_s"] for r in runs)
         extra = statistics.median(r["peak_anon_mib"] - r["start_anon_mib"] for r in runs)
