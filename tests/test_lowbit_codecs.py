@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from tvstore.codecs import get_codec, parse_codec_spec
 from tvstore.codecs.quant import Quant, group_view_shape
-from tvstore.codecs.rtvq import choose_pairs, rtvq_candidates, rtvq_pack
+from tvstore.codecs.rtvq import choose_pairs, rtvq_pack
 from tvstore.codecs.lowrank import Lowrank
 from tvstore.codecs.sign import Sign
 from tvstore.codecs.svdmix import SvdMix

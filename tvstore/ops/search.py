@@ -232,7 +232,10 @@ def search_codec(
 
 
 def _bisect(ladder: Sequence[str], trial: Callable[[str], Trial], threshold: float) -> Trial | None:
-    """The last (smallest) rung scoring >= threshold, by bisection; None if the first that was tried failed below."""
+    """The last (smallest-footprint) rung scoring >= threshold, by bisection; None if no rung tried passed.
+
+    Assumes scores fall as rungs shrink; where they do not, the trail shows it.
+    """
     lo, hi, found = 0, len(ladder) - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
