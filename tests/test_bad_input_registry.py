@@ -221,3 +221,19 @@ def test_read_only_registry_serves_reads(sqlite_ready, tmp_path: Path, tiny) -> 
     proc = run(cli, "tag", "good@1", "stable", powers=False)
     assert_fails(proc, 1, f"registry database {home / 'registry.db'} is read-only: this command writes, run it where the registry is writable")
     assert tree(home) == before and sorted(os.listdir(home)) == ["blobs", "registry.db"]
+
+
+def test_server_restart_is_not_an_error(pg_url: str, tmp_path: Path) -> None:
+    """A pooled connection the server dropped is replaced by the pool's ping, not reported as unreachable."""
+    from conftest import _pg_engine
+    from tvstore import Registry
+
+    with Registry.open(database_url=pg_url, blob_url=str(tmp_path / "blobs")) as reg:
+        reg.init()
+        with reg.engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        admin = _pg_engine()
+        with admin.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+        admin.dispose()
+        assert reg.list() == []

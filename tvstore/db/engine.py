@@ -104,6 +104,8 @@ def _sqlite_problem(ctx: ExceptionContext, exc: sqlite3.Error) -> str | None:
 def _translate(ctx: ExceptionContext) -> None:
     """``handle_error`` hook: raise a one-line ``DatabaseError`` for what a user can meet; else let it be."""
     exc = ctx.original_exception
+    if ctx.is_pre_ping:  # the pool is testing a pooled connection: it reconnects by itself
+        return
     if isinstance(exc, sqlite3.Error):
         problem = _sqlite_problem(ctx, exc)
     elif ctx.connection is None or ctx.is_disconnect:  # connecting failed, or the server went away
