@@ -220,6 +220,9 @@ def test_read_only_registry_serves_reads(sqlite_ready, tmp_path: Path, tiny) -> 
     assert rebuilt.keys() == original.keys() and all(torch.equal(rebuilt[k], original[k]) for k in original)
     proc = run(cli, "tag", "good@1", "stable", powers=False)
     assert_fails(proc, 1, f"registry database {home / 'registry.db'} is read-only: this command writes, run it where the registry is writable")
+    push = run(cli, "push", "more", tiny.finetunes["beta"], "--base", "bert", powers=False)
+    assert push.returncode == 1 and push.stderr.count("\n") == 1  # the blob store refuses first, named
+    assert push.stderr.startswith(f"error: {home / 'blobs'}/") and push.stderr.endswith(": permission denied\n")
     assert tree(home) == before and sorted(os.listdir(home)) == ["blobs", "registry.db"]
 
 
