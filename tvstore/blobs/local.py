@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tvstore.blobs.base import BlobStore, digest_bytes, fanout_path, verified
-from tvstore.blobs.marks import VerifiedMarks, read_file, stamp
+from tvstore.blobs.marks import VerifiedMarks, read_file
 from tvstore.util.atomic import write_atomic
 
 
@@ -31,7 +31,6 @@ class LocalBlobStore(BlobStore):
         target = self.path(digest)
         if not _refresh(target):
             write_atomic(target, data, mode=0o444, durable=True)
-            self.marks.add(digest, stamp(target.stat()))  # these bytes were just hashed to name the file
         return digest
 
     def _read(self, digest: str) -> bytes:
@@ -43,12 +42,12 @@ class LocalBlobStore(BlobStore):
     def read(self, digest: str) -> memoryview:
         """Verified bytes in a writable buffer; hashed only if this file was not verified before."""
         try:
-            data, file_stamp = read_file(self.path(digest))
+            data, st = read_file(self.path(digest))
         except FileNotFoundError:
             raise self._missing(digest) from None
-        if not self.marks.has(digest, file_stamp):
+        if not self.marks.has(digest, st):
             verified(digest, data)
-            self.marks.add(digest, file_stamp)
+            self.marks.add(digest, st)
         return data
 
     def exists(self, digest: str) -> bool:

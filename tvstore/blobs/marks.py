@@ -10,6 +10,10 @@ changes the stamp, and the next read hashes again. What a mark cannot see
 is bit rot below the file system; ``tvstore verify`` re-hashes every blob
 regardless of marks, for that.
 
+A file written in the last couple of seconds is not marked: file times tick
+coarsely, so a rewrite that soon after would keep the stamp (git's "racily
+clean" problem); such a blob is hashed again on its next read.
+
 Marks live beside the store (``<root>/verified/ab/cdef…``); a store whose
 folder is read-only to this user simply hashes on every read.
 """
@@ -17,12 +21,17 @@ folder is read-only to this user simply hashes on every read.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
 from tvstore.blobs.base import fanout_path
 from tvstore.util.atomic import write_atomic
+
+
+#: files modified more recently than this are not marked (see above)
+RACY_S = 2.0
 
 
 def stamp(st: os.stat_result) -> str:
@@ -35,16 +44,18 @@ class VerifiedMarks:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def has(self, digest: str, file_stamp: str) -> bool:
+    def has(self, digest: str, st: os.stat_result) -> bool:
         try:
-            return fanout_path(self.folder, digest).read_text() == file_stamp
+            return fanout_path(self.folder, digest).read_text() == stamp(st)
         except OSError:
             return False
 
-    def add(self, digest: str, file_stamp: str) -> None:
-        """Best effort: a mark that cannot be written only costs the next read a hash."""
+    def add(self, digest: str, st: os.stat_result) -> None:
+        """Best effort: a mark that cannot be written (or a file too young to mark) costs the next read a hash."""
+        if time.time() - st.st_mtime < RACY_S:
+            return
         try:
-            write_atomic(fanout_path(self.folder, digest), file_stamp.encode())
+            write_atomic(fanout_path(self.folder, digest), stamp(st).encode())
         except OSError:
             pass
 
@@ -52,8 +63,8 @@ class VerifiedMarks:
         fanout_path(self.folder, digest).unlink(missing_ok=True)
 
 
-def read_file(path: Path) -> tuple[memoryview, str]:
-    """A file's bytes in a writable buffer and its stamp.
+def read_file(path: Path) -> tuple[memoryview, os.stat_result]:
+    """A file's bytes in a writable buffer and its stat (taken before reading).
 
     Writable, so a decoder may wrap it as a tensor without a copy; numpy
     memory, so it is not zero-filled first (as a ``bytearray`` is) and large
@@ -68,4 +79,4 @@ def read_file(path: Path) -> tuple[memoryview, str]:
             if not n:
                 break
             pos += n
-    return data[:pos], stamp(st)  # shorter only if the file shrank while we read it
+    return data[:pos], st  # shorter only if the file shrank while we read it
