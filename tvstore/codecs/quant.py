@@ -105,11 +105,10 @@ def mse_params(x: np.ndarray, bits: int) -> QuantParams:
     step = -(-x.shape[1] // _CLIP_SAMPLE)
     probe = x[:, ::step]
     best, best_err = min_max_params(x, bits), None
+    work = np.empty_like(probe)
     for ratio in CLIP_RATIOS:
         params = range_params(anchor + ratio * (lo - anchor), anchor + ratio * (hi - anchor), bits)
-        codes = quantize(probe, params, bits).astype(np.float64)
-        approx = (codes - params.z[:, None]) / params.s.astype(np.float64)[:, None]
-        err = ((probe - approx) ** 2).sum(axis=1)
+        err = _squared_error(probe, params, bits, work)
         if best_err is None:
             best, best_err = params, err
             continue
@@ -117,6 +116,21 @@ def mse_params(x: np.ndarray, bits: int) -> QuantParams:
         best = QuantParams(np.where(better, params.s, best.s), np.where(better, params.z, best.z))
         best_err = np.where(better, err, best_err)
     return best
+
+
+def _squared_error(x: np.ndarray, params: QuantParams, bits: int, work: np.ndarray) -> np.ndarray:
+    """Per row, sum (x - x_hat)^2 under ``params``: :func:`quantize` then dequantize, in place in ``work``."""
+    s = params.s.astype(np.float64)[:, None]
+    z = params.z.astype(np.float64)[:, None]
+    np.multiply(x, s, out=work)
+    work += z
+    np.rint(work, out=work)
+    np.clip(work, 0, (1 << bits) - 1, out=work)
+    work -= z
+    work /= s
+    work -= x
+    work *= work
+    return work.sum(axis=1)
 
 
 def quantize(x: np.ndarray, params: QuantParams, bits: int) -> np.ndarray:
