@@ -152,6 +152,7 @@ def child_rebuild(home: str, ref: str, workers: str) -> None:
     """Every rebuilt tensor read (one byte per page), through the Python API."""
     import tvstore.registry  # noqa: F401
 
+    print(json.dumps({"start_anon_mib": bm.rss_anon_mib()}))
     t0 = bm.child_start()
     with bm.open_registry(home) as reg:
         n = sum(bm.touch(t) for _, t in reg.rebuild(ref, workers=int(workers)))
@@ -224,7 +225,7 @@ def pull_rows(a, work: Path, homes: dict[str, Path]) -> list[dict]:
     tvstore = str(Path(sys.executable).with_name("tvstore"))
     cp = ["cp", "-r", str(ckpt), str(out)]
     rows = []
-    for codec in a.codecs:
+    for codec in a.codecs if not a.scale else ():  # at scale: the in-process pair only (time)
         home, ref = homes[codec], vector_ref(codec)
         pull = [tvstore, "--home", str(home), "pull", ref, "--checkpoint", "--out", str(out)]
         inputs = {True: bm.files_under(ckpt), False: read_set(home, codec)}
@@ -235,6 +236,8 @@ def pull_rows(a, work: Path, homes: dict[str, Path]) -> list[dict]:
             r = pair(lambda: timed(cp, out), lambda: timed(pull, out), a.repeat, evict)
             rows.append({"what": "pull --checkpoint (CLI process) vs cp -r", "codec": codec, "cache": cache, **r})
             print(f"  pull {codec} {cache}: {r['tv_s']:.2f}s vs {r['ref_s']:.2f}s", flush=True)
+    for codec in a.codecs:
+        home, ref = homes[codec], vector_ref(codec)
         if codec in ("lossless", "quant:bits=4"):  # the process start-up left out: what is left to win
             r = pair(lambda: child("copytree", str(ckpt), str(out), out=out)["wall_s"],
                      lambda: child("pull", str(home), ref, str(out), out=out)["wall_s"], a.repeat)
@@ -242,26 +245,27 @@ def pull_rows(a, work: Path, homes: dict[str, Path]) -> list[dict]:
     return rows
 
 
-def rebuild_rows(a, work: Path, homes: dict[str, Path], nbytes: int) -> list[dict]:
+def rebuild_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib: float) -> list[dict]:
     ckpt = work / "models" / "ft0"
     rows = []
     for codec in a.codecs:
         home, ref = homes[codec], vector_ref(codec)
-        for workers in (1, 2) if codec == "lossless" else (2,):
+        for workers in (1, 2) if codec == "lossless" and not a.scale else (2,):
             runs: dict[str, list[dict]] = {"ref": [], "tv": []}
             r = pair(lambda: (runs["ref"].append(child("load", str(ckpt))) or runs["ref"][-1]["wall_s"]),
                      lambda: (runs["tv"].append(child("rebuild", str(home), ref, str(workers))) or runs["tv"][-1]["wall_s"]),
                      a.repeat)
-            cpu = statistics.median(x["cpu_s"] for x in runs["tv"]) if "cpu_s" in runs["tv"][0] else None
+            extra = statistics.median(x["peak_anon_mib"] - x.get("start_anon_mib", 0.0) for x in runs["tv"])
             rows.append({"what": "rebuild in memory vs load_file", "codec": codec, "workers": workers,
-                         "out_gb_s": nbytes / r["tv_s"] / 1e9, "cpu_s": cpu, **r})
+                         "out_gb_s": nbytes / r["tv_s"] / 1e9, "peak_extra_anon_mib": extra,
+                         "x_largest": extra / largest_mib, **r})
             print(f"  rebuild {codec} x{workers}: {r['tv_s']:.2f}s vs {r['ref_s']:.2f}s", flush=True)
     return rows
 
 
 def push_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib: float) -> list[dict]:
     rows = []
-    for codec in ("lossless", "quant:bits=4"):
+    for codec in ("lossless",) if a.scale else ("lossless", "quant:bits=4"):
         home = homes.get(codec) or homes[a.codecs[0]]
         runs = [child("push", str(home), f"bench-push-{i}", str(work / "models" / "ft0"), codec)
                 for i in range(a.repeat)]
@@ -324,11 +328,13 @@ def report(res: dict) -> str:
     for r in res["pull"]:
         lines.append(f"| {r['what']} | {r['codec']} | {r['cache']} | {r['tv_s']:.2f} | {r['ref_s']:.2f} | {r['ratio']:.2f}x |")
     lines += ["", "## Rebuild into memory vs `safetensors.torch.load_file` + reading every tensor", "",
-              "| codec | threads | tvstore s | load_file s | tvstore / load_file | output GB/s | GB/s per thread |",
-              "|---|--:|--:|--:|--:|--:|--:|"]
+              "| codec | threads | tvstore s | load_file s | tvstore / load_file | output GB/s | GB/s per thread "
+              "| peak memory above start MiB | x largest tensor |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in res["rebuild"]:
+        mem = (f"{r['peak_extra_anon_mib']:.0f} | {r['x_largest']:.1f}" if "x_largest" in r else "- | -")
         lines.append(f"| {r['codec']} | {r['workers']} | {r['tv_s']:.2f} | {r['ref_s']:.2f} | {r['ratio']:.2f}x | "
-                     f"{r['out_gb_s']:.2f} | {r['out_gb_s'] / r['workers']:.2f} |")
+                     f"{r['out_gb_s']:.2f} | {r['out_gb_s'] / r['workers']:.2f} | {mem} |")
     lines += ["", "## Push of one fine-tune (in-process, 2 threads)", "",
               "| codec | wall s | MB/s | MB/s per core | peak memory above start MiB | x largest tensor |",
               "|---|--:|--:|--:|--:|--:|"]
@@ -381,7 +387,7 @@ def main() -> None:
            "command": "python " + " ".join(sys.argv)}
     res["pull"] = pull_rows(a, work, homes)
     res["evicted_by"] = next((r["evicted_by"] for r in res["pull"] if r["evicted_by"]), "-")
-    res["rebuild"] = rebuild_rows(a, work, homes, nbytes)
+    res["rebuild"] = rebuild_rows(a, work, homes, nbytes, largest_mib)
     res["push"] = push_rows(a, work, homes, nbytes, largest_mib)
     res["zipnn"] = [] if a.scale else zipnn_rows(work)
     res["machine"] = machine.finish(before)

@@ -57,7 +57,9 @@ def rebuild_paragraph(r: dict) -> str:
             f"{span([x['ratio'] for x in two])}x `safetensors.torch.load_file` + reading every tensor on 2 threads"
             + (f" ({span([x['ratio'] for x in one])}x on one)" if one else "") +
             f"; output {span([x['out_gb_s'] for x in one])} GB/s on one thread, "
-            f"{span([x['out_gb_s'] for x in two if x['codec'] == 'lossless'])} GB/s on two (lossless). ")
+            f"{span([x['out_gb_s'] for x in two if x['codec'] == 'lossless'])} GB/s on two (lossless)"
+            + (f", peak memory {span([x['x_largest'] for x in mem if 'x_largest' in x], '{:.1f}')}x the largest "
+               f"tensor" if any("x_largest" in x for x in mem) else "") + ". ")
     if push:
         text += "Push: " + "; ".join(
             f"{c} {p['mb_s_per_core']:.0f} MB/s of bf16 input per core, peak memory {p['x_largest']:.1f}x the largest "
@@ -80,7 +82,9 @@ def scale_paragraph(s: dict, small: dict | None) -> str:
         parts.append(f"{factor:.1f}x the parameters of the table above; in-process `pull_checkpoint` "
                      f"{wall(s, 'pull_checkpoint'):.1f} s vs {wall(small, 'pull_checkpoint'):.2f} s "
                      f"({wall(s, 'pull_checkpoint') / wall(small, 'pull_checkpoint'):.1f}x)")
-    push = s["push"][0]
+    push, mem = s["push"][0], s["rebuild"][0]
+    parts.append(f"rebuild into memory {mem['out_gb_s']:.2f} GB/s on 2 threads with peak memory "
+                 f"{mem['x_largest']:.1f}x the largest tensor")
     parts.append(f"push {push['mb_s_per_core']:.0f} MB/s per core with peak memory {push['x_largest']:.1f}x the "
                  f"largest tensor")
     return text + "; ".join(parts) + ". Table: `benchmarks/results/rebuild_scale.md`."
