@@ -148,3 +148,24 @@ def test_lowrank_never_stores_factors_larger_than_the_matrix() -> None:
         assert len(payload) < len(Lossless().encode(matrix)) + 64
     small = Lowrank(rank=9).encode(matrix)  # 9 * 40 < 384: factors
     assert not torch.equal(Lowrank(rank=9).decode(small, (16, 24), torch.float32), matrix)
+
+
+def test_a_codec_cannot_skip_the_declared_ranges() -> None:
+    """Ranges are checked in Codec.__post_init__; a codec overriding it (and so skipping them) is refused at registration."""
+    import dataclasses
+
+    from tvstore.codecs import codec_ids, register_codec
+    from tvstore.codecs.lossless import Lossless
+
+    @dataclasses.dataclass(frozen=True)
+    class Sloppy(Lossless):
+        codec_id = "sloppy"
+
+        def __post_init__(self) -> None:
+            pass
+
+    with pytest.raises(TypeError) as err:
+        register_codec(Sloppy)
+    assert str(err.value) == ("codec 'sloppy' overrides __post_init__: put its checks in validate(), "
+                              "so the declared parameter ranges are still checked")
+    assert "sloppy" not in codec_ids()

@@ -92,6 +92,9 @@ def check_param_names(codec_id: str, params: dict[str, Any], names: set[str]) ->
 
 def register_codec(cls: C) -> C:
     """Class decorator: make a codec available by its ``codec_id``."""
+    if cls.__post_init__ is not Codec.__post_init__:
+        raise TypeError(f"codec {cls.codec_id!r} overrides __post_init__: put its checks in validate(), "
+                        f"so the declared parameter ranges are still checked")
     if cls.codec_id in _REGISTRY and _REGISTRY[cls.codec_id] is not cls:
         raise ValueError(f"codec id {cls.codec_id!r} registered twice")
     _REGISTRY[cls.codec_id] = cls
