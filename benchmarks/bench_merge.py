@@ -485,7 +485,7 @@ def main() -> None:
         scale += scale_rows(a.work / "scale-big", llama_config(**BIG), "big")
     host = machine.finish(before)
     text = (f"# Merge and rebuild benchmark\n\n{machine.describe(host)}\n\nCommand: `python {' '.join(sys.argv)}`\n\n"
-            + report(rows, scale, model))
+            + report(rows, scale, model, largest_tensor_mib(cfg)))
     print(text)
     a.results.parent.mkdir(parents=True, exist_ok=True)
     a.results.with_suffix(".md").write_text(text)
@@ -500,25 +500,29 @@ def mib(n: float) -> str:
     return f"{n / 2**20:,.0f}"
 
 
-def report(rows: list[dict], scale: list[dict], model: str) -> str:
-    """Markdown tables: merges and rebuilds (ratios are tvstore / reference), then the flat-memory check."""
+def report(rows: list[dict], scale: list[dict], model: str, largest_mib: float) -> str:
+    """Markdown tables: merges and rebuilds (ratios are tvstore / reference), then the flat-memory check.
+
+    "bound x" is tvstore's peak anonymous memory (interpreter and torch included) over the design's bound,
+    (inputs + 2) x the largest tensor (fp32); at most 1 meets it."""
     lines = [f"Model: {model}. Cold = inputs evicted from the page cache; warm = median of repeats.", "",
              "| what | n | codec | ref cold s | tv cold s | ref warm s | tv warm s | time x (warm) | time x (cold) "
              "| ref RSS MiB | tv RSS MiB | RSS x | ref anon MiB | tv anon MiB | ref read MiB | tv read MiB "
-             "| ref input MiB | tv input MiB |",
-             "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| ref input MiB | tv input MiB | tv anon / ((n+2) x largest) |",
+             "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['kind']} | {r['tasks']} | {r['codec']} | FAILED: {r['error']} |")
             continue
         mk, tv = r["ref"], r["tvstore"]
+        bound = f"{tv['peak_anon_mib'] / ((r['tasks'] + 2) * largest_mib):.2f}" if tv.get("peak_anon_mib") else "-"
         lines.append(
             f"| {r['kind']} | {r['tasks']} | {r['codec']} | {mk['cold_s']:.2f} | {tv['cold_s']:.2f} | "
             f"{mk['warm_s']:.2f} | {tv['warm_s']:.2f} | {tv['warm_s'] / mk['warm_s']:.2f} | "
             f"{tv['cold_s'] / mk['cold_s']:.2f} | {mk['peak_rss_mib']:.0f} | {tv['peak_rss_mib']:.0f} | "
             f"{tv['peak_rss_mib'] / mk['peak_rss_mib']:.2f} | {anon(mk)} | {anon(tv)} | "
             f"{mib(mk['read_bytes'])} | {mib(tv['read_bytes'])} | "
-            f"{mib(mk['input_bytes'])} | {mib(tv['input_bytes'])} |")
+            f"{mib(mk['input_bytes'])} | {mib(tv['input_bytes'])} | {bound} |")
     lines.append("")
     lines.append("Reference: mergekit `run_merge` from full fp32 checkpoints for merges; "
                  "`safetensors.torch.load_file` of the full fine-tuned checkpoint for rebuilds.")
