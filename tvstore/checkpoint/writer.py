@@ -130,8 +130,7 @@ def write_checkpoint_dir(
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """A Hugging Face directory: ``model.safetensors`` or shards + index, and side files."""
-    staging = prepare_output(out)
-    try:
+    with staged_dir(out) as staging:
         shards = plan_shards(infos, max_shard_bytes)
         names = [SINGLE_NAME] if len(shards) == 1 else [
             f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
@@ -147,12 +146,6 @@ def write_checkpoint_dir(
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
