@@ -43,6 +43,7 @@ from tvstore.tensors.codec_plan import parse_plan_codec
 from tvstore.tensors.components import delta_of_encoded
 from tvstore.tensors.encode import encode_delta
 from tvstore.tensors.sources import BaseSource
+from tvstore.util.parallel import ordered_map
 from tvstore.util.progress import Progress, no_progress
 from tvstore.util.refs import parse_ref
 
@@ -191,12 +192,15 @@ class Rebuilder:
         if spec is None:
             return checkpoint_trial(self.infos, self.tensors, self.side_files), 0
         codec = parse_plan_codec(spec)
-        out, stored = dict(self.tensors), 0
-        for name in self.delta_names:
+
+        def one(name: str) -> tuple[torch.Tensor, int]:
             base = self.bases[name]
             enc = encode_delta(name, self.tensors[name] - base, codec)
-            stored += enc.stored_bytes
-            out[name] = base.clone().add_(delta_of_encoded(enc.components, tuple(base.shape), base.dtype))
+            return base.clone().add_(delta_of_encoded(enc.components, tuple(base.shape), base.dtype)), enc.stored_bytes
+
+        out, stored = dict(self.tensors), 0
+        for name, (theta, size) in zip(self.delta_names, ordered_map(one, self.delta_names)):
+            out[name], stored = theta, stored + size
         return checkpoint_trial(self.infos, out, self.side_files), stored
 
 
