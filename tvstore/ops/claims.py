@@ -7,9 +7,10 @@ push goes on to commit a reference to a blob that no longer exists.
 
 So both sides take a row lock on the blob's row in ``blobs`` first:
 
-- a push's commit transaction upserts (claims) the rows of all its blobs, in
-  digest order so two pushes never deadlock, then checks that every blob is
-  still in the store, then inserts the vector;
+- a push's commit transaction (and ``base add``'s, :mod:`tvstore.ops.bases`)
+  upserts (claims) the rows of all its blobs, in digest order so two writers
+  never deadlock, then checks that every blob is still in the store, then
+  inserts the vector (or the base);
 - gc sweeps one blob per transaction: it claims the row, re-checks that
   nothing refers to the blob and that it is still old, and only then deletes
   the bytes and the row.
