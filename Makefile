@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH PYTHON=$(abspath $(BIN))/python ./demo/run.sh
 
-test: $(STAMP)
+# The web page's tests drive a real browser: Debian's Chromium (Playwright cannot download one here).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -q && apt-get install -y -q chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Every performance table in benchmarks/results/ (markdown + JSON), then the README's figures from them.

@@ -29,7 +29,12 @@ class AuditInfo:
 
 
 def record(session: Session, token: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
-    """Add one entry (inside the caller's transaction, so it commits with the change or not at all)."""
+    """Add one entry to the caller's transaction.
+
+    The server records an action after the registry call that made it has
+    committed, so a refused or failed request leaves no entry (a crash in
+    between would leave a change without one).
+    """
     session.add(AuditEntry(token_name=token, action=action, target=target, detail=detail or {}))
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from tvstore.ops.lineage import LineageNode
 
-COL_W, ROW_H, BOX_W, BOX_H, PAD = 230, 56, 180, 30, 12
+COL_W, ROW_H, BOX_W, BOX_H, PAD = 310, 56, 180, 30, 12
 
 
 @dataclass

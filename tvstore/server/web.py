@@ -8,7 +8,7 @@ opens the pages to everyone.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -26,7 +26,7 @@ from tvstore.server.lineage_svg import layout
 from tvstore.util.refs import parse_ref
 
 _env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"]))
-_env.filters.update(bytes=human_bytes, ratio=fmt_ratio, num=fmt_float)
+_env.filters.update(bytes=human_bytes, ratio=fmt_ratio, num=fmt_float, ref_url=lambda ref: quote(ref, safe="@:"))
 
 
 def _page(template: str, status: int = 200, **context: object) -> HTMLResponse:
