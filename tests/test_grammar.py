@@ -111,8 +111,6 @@ RECIPE_STRUCTURE = [
     ("method: ties\ninputs: [{weight: 1}]\n", "recipe.inputs[0].ref: missing"),
     ("method: ties\ninputs: []\n", "recipe.inputs: expected a non-empty list"),
     ("method: ties\ninputs: [good]\nparams: [1]\n", "recipe.params: input should be a valid dictionary, got [1]"),
-    ("method: ties\ninputs: [good]\nextra_tensors: keep\n",
-     "recipe.extra_tensors: input should be 'merge', 'copy' or 'refuse', got 'keep'"),
     ("merge_method: ties\nmodels: [{model: good, params: {}}]\n",
      "recipe.models[0].params: unknown field (known: model, parameters)"),
     ("merge_method: ties\nmodels: [{model: good, parameters: 3}]\n",
