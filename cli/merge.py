@@ -23,6 +23,7 @@ def merge(
     codec_for: list[str] = typer.Option([], "--codec-for", help="PATTERN=CODEC for matching tensors (repeatable)."),
     shard_size: str = typer.Option("5GB", "--shard-size", help="Largest shard with --out."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype with --out (fp32, bf16, fp16)."),
+    extra_tensors: Optional[str] = typer.Option(None, "--extra-tensors", help="Tensors the base lacks (heads): merge, copy, refuse, drop or from:REF (overrides the recipe)."),
     search: list[str] = typer.Option([], "--search", help="KEY=LO:HI[:N] to search by --score-cmd: lambda, weight, density, NAME.weight (repeatable)."),
     score_cmd: Optional[str] = typer.Option(None, "--score-cmd", help="With --search: command scoring a merged checkpoint {dir}, printing one number."),
     json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -38,17 +39,18 @@ def merge(
     if not recipe.is_file():
         raise UsageError(f"recipe {recipe} does not exist")
     reg = registry(ctx)
+    source = reg.recipe(recipe, extra_tensors)
     if out_dir is not None:
         if codec or codec_for:
             raise UsageError("--codec applies to --save-as only")
         from tvstore.checkpoint.dtypes import dtype_from_name  # imports torch: only when merging
 
-        written = reg.merge_to_dir(recipe, out_dir, parse_size(shard_size), dtype_from_name(dtype) if dtype else None)
+        written = reg.merge_to_dir(source, out_dir, parse_size(shard_size), dtype_from_name(dtype) if dtype else None)
         emit_json({"out": str(written)}) if json else out.print(f"wrote merged model to {written}", highlight=False)
         return
     if dtype:
         raise UsageError("--dtype applies to --out only")
-    info = reg.save_merge(save_as, recipe, codec, tuple(codec_for))
+    info = reg.save_merge(save_as, source, codec, tuple(codec_for))
     if json:
         emit_json(info.to_dict())
         return

@@ -89,10 +89,19 @@ def pull(
     rank: Optional[str] = typer.Option(None, "--rank", help="With --lora: the rank, or 'auto' with --max-error (default 16)."),
     max_error: Optional[float] = typer.Option(None, "--max-error", help="With --lora --rank auto: largest relative L2 error per module."),
     target_modules: list[str] = typer.Option([], "--target-modules", help="With --lora: PEFT module names or globs (repeatable; default all)."),
+    head_from: Optional[str] = typer.Option(None, "--head-from", help="With --checkpoint of a saved merge: the head (tensors the base lacks) of this input."),
+    per_task: bool = typer.Option(False, "--per-task", help="With --checkpoint of a saved merge: OUT/<input>/ per input, each with its own head."),
     json: bool = JSON,
 ) -> None:
     """Write a task vector, the fine-tune rebuilt from it, or a LoRA adapter of it."""
     reg = registry(ctx)
+    if (head_from is not None or per_task) and not checkpoint:
+        raise UsageError("--head-from and --per-task go with --checkpoint")
+    if head_from is not None and per_task:
+        raise UsageError("give --head-from or --per-task, not both")
+    if per_task:
+        _print_per_task(reg.show(ref).ref, reg.pull_per_task(ref, out_path, parse_size(shard_size)), json)
+        return
     if lora:
         if checkpoint:
             raise UsageError("give --lora or --checkpoint, not both")
@@ -101,7 +110,7 @@ def pull(
     if rank is not None or max_error is not None or target_modules:
         raise UsageError("--rank, --max-error and --target-modules go with --lora")
     if checkpoint:
-        written = reg.pull_checkpoint(ref, out_path, parse_size(shard_size))
+        written = reg.pull_checkpoint(ref, out_path, parse_size(shard_size), head_from)
     else:
         written = reg.pull(ref, out_path)
     info = reg.show(ref)
@@ -110,6 +119,13 @@ def pull(
         return
     what = "checkpoint" if checkpoint else "task vector"
     out.print(f"wrote {what} {info.ref} to {written}", highlight=False)
+
+
+def _print_per_task(ref: str, written: list[Path], json: bool) -> None:
+    if json:
+        emit_json({"ref": ref, "out": [str(p) for p in written], "checkpoint": True, "per_task": True})
+        return
+    out.print(f"wrote {len(written)} checkpoints of {ref}, one per task: {', '.join(map(str, written))}", highlight=False)
 
 
 def _print_lora(export: LoraExport, json: bool) -> None:

@@ -29,7 +29,7 @@ from tvstore.ops.remove import remove_base, remove_vectors
 from tvstore.ops.tags import remove_tag, set_tag
 from tvstore.ops.verify import VerifyReport, verify_registry
 from tvstore.util.progress import Progress, no_progress
-from tvstore.util.refs import check_name
+from tvstore.util.refs import check_name, parse_ref
 from tvstore.util.units import DEFAULT_SHARD_BYTES
 
 # Tensor work (push, pull, merge, pack) imports torch and the codecs on first
@@ -58,10 +58,16 @@ def _path(path: PathLike | None) -> Path | None:
     return None if path is None else Path(path)
 
 
-def _recipe(recipe: RecipeLike) -> Recipe:
+def _recipe(recipe: RecipeLike, extra_tensors: str | None = None) -> Recipe:
     from tvstore.merge import Recipe, load_recipe
 
-    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    parsed = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if extra_tensors is None:
+        return parsed
+    from tvstore.merge.recipe import parse_extra_tensors
+    from tvstore.ops.merges import with_extra_tensors
+
+    return with_extra_tensors(parsed, parse_extra_tensors(extra_tensors))
 
 
 class Registry:
@@ -270,16 +276,23 @@ class Registry:
             vector = get_vector(session, ref)
             return vector.label, ancestors(session, vector), descendants(session, vector)
 
-    def delta_tensors(self, ref: str) -> VectorSource | RecipeSource:
-        """A lazy mapping ``name -> tau`` (extra tensors map to their values)."""
+    def delta_tensors(self, ref: str, head_from: str | None = None) -> VectorSource | RecipeSource:
+        """A lazy mapping ``name -> tau`` (extra tensors map to their values).
+
+        ``head_from`` (a merge saved as its recipe only): the extra tensors of that input.
+        """
+        from tvstore.ops.heads import task_inputs
         from tvstore.ops.merges import open_recipe_vector
         from tvstore.tensors.sources import VectorSource
 
         self.check_schema()
         with self.session() as session:
             vector = get_full_vector(session, ref)
+            if head_from is not None:
+                task_inputs(vector)  # refuses a vector that is not a saved recipe
             if vector.is_recipe:
-                return open_recipe_vector(session, self.blobs, vector, self._stored_vector)
+                head = None if head_from is None else parse_ref(head_from)
+                return open_recipe_vector(session, self.blobs, vector, self._stored_vector, head)
             return VectorSource(vector, self.blobs)
 
     def _stored_vector(self, ref: str) -> VectorSource:
@@ -314,6 +327,11 @@ class Registry:
         return [self.show(v.label) for v in vectors]
 
     # ---- merges -------------------------------------------------------------------------
+
+    def recipe(self, source: RecipeLike, extra_tensors: str | None = None) -> Recipe:
+        """A recipe (YAML text, file, dict) parsed; ``extra_tensors`` overrides its policy for tensors
+        the base lacks (``merge``, ``copy``, ``refuse``, ``drop`` or ``from:REF``)."""
+        return _recipe(source, extra_tensors)
 
     def merger(self, recipe: RecipeLike, dtype: torch.dtype | None = None) -> Merger:
         """Bind a recipe (YAML text, file, dict or ``Recipe``) to this registry's vectors."""
@@ -405,16 +423,20 @@ class Registry:
 
         return pull_vector(self.delta_tensors(ref), Path(out), self.progress)
 
-    def pull_checkpoint(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
-        """Rebuild base + vector as a Hugging Face directory ``transformers`` can load."""
+    def pull_checkpoint(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+                        head_from: str | None = None) -> Path:
+        """Rebuild base + vector as a Hugging Face directory ``transformers`` can load.
+
+        ``head_from``: for a merge saved as its recipe, the tensors the base lacks (a head) of that input.
+        """
         from tvstore.ops.model_card import vector_card
         from tvstore.ops.pull import pull_checkpoint
         from tvstore.tensors.sources import BaseSource
 
-        vector = self.delta_tensors(ref)
+        vector = self.delta_tensors(ref, head_from)
         with self.session() as session:
             base_row = get_full_base(session, vector.vector.base_id)
-            card = vector_card(session, vector.vector)
+            card = vector_card(session, vector.vector, head_from=head_from)
         source = BaseSource(base_row, self.blobs)
         return pull_checkpoint(source, vector, self.blobs, Path(out), max_shard_bytes, self.progress, card)
 
@@ -428,6 +450,16 @@ class Registry:
             source = BaseSource(get_full_base(session, vector.vector.base_id), self.blobs)
         names = [i.name for i in checkpoint_tensors(source, vector)[0]]
         return rebuilt_tensors(source, vector, names, workers)
+
+    def pull_per_task(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[Path]:
+        """A merge saved as its recipe, once per input: ``out/<input name>/`` with that input's own head."""
+        from tvstore.ops.heads import pull_per_task
+
+        self.check_schema()
+        with self.session() as session:
+            vector = get_full_vector(session, ref)
+        label = vector.label
+        return pull_per_task(vector, Path(out), lambda head, path: self.pull_checkpoint(label, path, max_shard_bytes, str(head)))
 
     def to_lora(self, ref: str, out: PathLike, rank: int | str = 16, max_error: float | None = None,
                 target_modules: list[str] | tuple[str, ...] = ()) -> LoraExport:

@@ -18,10 +18,14 @@ Tensors the base lacks but inputs have (a new classification head, say) follow
 the recipe's ``extra_tensors`` policy: ``merge`` treats the base as zeros and
 merges the inputs that have the tensor (task arithmetic: weight x tensor, the
 verbatim tensor at weight 1); ``copy`` takes the tensor verbatim from the one
-input that has it; ``refuse`` (the default for methods that trim or elect
-signs, where zero-based trimming of a head is meaningless) raises. For such a
-tensor an input source's ``get`` returns the fine-tune's own tensor (its delta
-against zeros). An input lacking a base tensor contributes a zero tau.
+input that has it; ``drop`` leaves every such tensor out of the output (a
+shared encoder, each task keeping its own head elsewhere); a ``Ref`` takes
+them verbatim from that one input and leaves the other inputs' out (one
+task's head on the merged encoder); ``refuse`` (the default for methods that
+trim or elect signs, where zero-based trimming of a head is meaningless)
+raises. For such a tensor an input source's ``get`` returns the fine-tune's
+own tensor (its delta against zeros). An input lacking a base tensor
+contributes a zero tau.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from tvstore.checkpoint.reader import TensorInfo
 from tvstore.errors import TvstoreError, UsageError
 from tvstore.util.parallel import ordered_map
 from tvstore.merge.recipe import Recipe, ResolvedRecipe
+from tvstore.util.refs import Ref
 
 
 @runtime_checkable
@@ -68,13 +73,32 @@ class Merger:
         self._slots: list[TensorSource | None] = [None if i.is_base else next(it) for i in resolved.recipe.inputs]
         self._held = [set(s.names()) if s is not None else set() for s in self._slots]
         self._dtype = dtype or resolved.recipe.dtype
+        self._kept = self._extra_slots()
         self._names = self._order(base.names())
 
+    def _extra_slots(self) -> list[int]:
+        """The inputs whose tensors the base lacks reach the output (none for ``drop``, one for a ``Ref``)."""
+        policy = self.recipe.recipe.extra_tensors
+        if policy == "drop":
+            return []
+        if isinstance(policy, Ref):
+            return [self._from_slot(policy)]
+        return list(range(len(self._slots)))
+
+    def _from_slot(self, ref: Ref) -> int:
+        inputs = self.recipe.recipe.inputs
+        for i, inp in enumerate(inputs):
+            if inp.ref == ref and not inp.is_base:
+                return i
+        names = ", ".join(str(i.ref) for i in inputs if not i.is_base)
+        raise UsageError(f"extra_tensors from {ref}: not an input of the merge (inputs: {names})")
+
     def _order(self, base_names: list[str]) -> list[str]:
-        """Base order, then tensors only inputs have, in input order."""
+        """Base order, then tensors only inputs have (those the policy keeps), in input order."""
         names = list(base_names)
         seen = set(names)
-        for src in self._slots:
+        for i in self._kept:
+            src = self._slots[i]
             for n in src.names() if src is not None else ():
                 if n not in seen:
                     seen.add(n)
@@ -96,9 +120,10 @@ class Merger:
         return [TensorInfo(n, *self.info(n)) for n in self._names]
 
     def _holder(self, name: str) -> TensorSource:
-        for src, held in zip(self._slots, self._held):
-            if name in held:
-                return src  # type: ignore[return-value]
+        """The first input whose copy of a tensor the base lacks reaches the output (it fixes the shape)."""
+        for i in self._kept:
+            if name in self._held[i]:
+                return self._slots[i]  # type: ignore[return-value]
         raise KeyError(name)
 
     def get(self, name: str) -> torch.Tensor:
@@ -142,7 +167,8 @@ class Merger:
         tau = src.get(name)
         if tuple(tau.shape) != tuple(shape):
             ref = self.recipe.recipe.inputs[slot].ref
-            raise TvstoreError(f"input {ref}: tensor {name!r} has shape {tuple(tau.shape)}, base has {tuple(shape)}")
+            other = "base has" if name in self._base_names else "the first input that has it has"
+            raise TvstoreError(f"input {ref}: tensor {name!r} has shape {tuple(tau.shape)}, {other} {tuple(shape)}")
         return out.copy_(tau)
 
     def _extra(self, name: str) -> torch.Tensor:
@@ -151,13 +177,15 @@ class Merger:
         slots = self._slots_with(name, all_slots=False)
         holders = ", ".join(str(recipe.inputs[i].ref) for i in slots)
         out_dtype, shape = self.info(name)
+        if isinstance(recipe.extra_tensors, Ref):
+            return self._tau(self._from_slot(recipe.extra_tensors), name, shape).to(out_dtype)
         if recipe.extra_tensors == "refuse":
             raise UsageError(f"tensor {name!r} is not in the base (only in {holders}); method {recipe.method.name!r} "
-                             "has no sensible merge for it: set extra_tensors to 'copy' or 'merge'")
+                             "has no sensible merge for it: set extra_tensors to 'copy', 'merge', 'drop' or {from: REF}")
         if recipe.extra_tensors == "copy":
             if len(slots) != 1:
                 raise UsageError(f"tensor {name!r} is not in the base and is in several inputs ({holders}); "
-                                 "extra_tensors 'copy' needs exactly one")
+                                 "extra_tensors 'copy' needs exactly one: take one input's with {from: REF}, or 'drop'")
             return self._tau(slots[0], name, shape).to(out_dtype)
         return self._delta(name, shape, slots).to(out_dtype)
 

@@ -13,7 +13,7 @@ tvstore's own::
       - code:stable               # a bare reference: weight 1.0
     params: {lambda: 1.0, normalize: true}
     dtype: bf16                   # output dtype; default: the base's dtype
-    extra_tensors: refuse         # see ``recipe_schema.EXTRA_POLICIES``
+    extra_tensors: refuse         # see ``recipe_schema.EXTRA_POLICIES``; or {from: REF}
 
 mergekit's (``merge_method``, ``base_model``, ``models: [{model, parameters}]``,
 ``parameters``, ``dtype``/``out_dtype``), for the methods both tools have, with
@@ -78,7 +78,7 @@ class Recipe:
     inputs: tuple[RecipeInput, ...]
     settings: Mapping[str, Any]
     dtype: torch.dtype | None = None
-    extra_tensors: str = "refuse"
+    extra_tensors: str | Ref = "refuse"  # a policy word, or the input whose extra tensors are taken
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -193,7 +193,18 @@ def _from_native(data: Mapping[str, Any]) -> Recipe:
     base = _ref(spec.base, "base") if spec.base is not None else None
     inputs = tuple(RecipeInput(_ref(e.ref, f"inputs[{i}]"), e.settings()) for i, e in enumerate(spec.inputs))
     top = {"weight": 1.0, **spec.params}
-    return _build(method, base, inputs, top, spec.dtype, spec.extra_tensors, data)
+    return _build(method, base, inputs, top, spec.dtype, _extra_policy(spec.extra_tensors), data)
+
+
+def _extra_policy(value: str | schema.FromRef | None) -> str | Ref | None:
+    """A validated ``extra_tensors`` value: the policy word, or ``{from: REF}`` as that ``Ref``."""
+    return _ref(value.from_, "extra_tensors.from") if isinstance(value, schema.FromRef) else value
+
+
+def parse_extra_tensors(text: str) -> str | Ref:
+    """``--extra-tensors``: a policy word or ``from:REF``, checked like the recipe key."""
+    word, colon, ref = text.partition(":")
+    return _extra_policy(schema.validate_extra({"from": ref} if colon and word == "from" else text, "--extra-tensors"))
 
 
 def _from_mergekit(data: Mapping[str, Any]) -> Recipe:

@@ -18,15 +18,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError, field_validator
 
 from tvstore.errors import UsageError
 
 #: what to do with a tensor that some inputs have and the base lacks (e.g. a new head):
 #: ``merge``: treat the base as zeros and merge the inputs that have it;
 #: ``copy``: take it verbatim from the single input that has it;
-#: ``refuse``: raise ``UsageError``.
-ExtraPolicy = Literal["merge", "copy", "refuse"]
+#: ``refuse``: raise ``UsageError``;
+#: ``drop``: leave them out of the output (each task keeps its own head elsewhere);
+#: or ``{from: REF}`` (:class:`FromRef`): take them from that one input, leave the others'.
+ExtraPolicy = Literal["merge", "copy", "refuse", "drop"]
 EXTRA_POLICIES: tuple[str, ...] = get_args(ExtraPolicy)
 
 #: a parameter setting; its grammar is checked by :func:`tvstore.merge.settings.check_setting`
@@ -35,6 +37,20 @@ Setting = Any
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FromRef(_Strict):
+    """``extra_tensors: {from: REF}``: the tensors the base lacks, taken from one named input."""
+
+    from_: StrictStr = Field(alias="from")
+
+
+def validate_extra(value: Any, where: str = "recipe.extra_tensors") -> str | FromRef:
+    """An ``extra_tensors`` value (in a recipe, or ``--extra-tensors``), or one line naming the choices."""
+    try:
+        return TypeAdapter(ExtraPolicy | FromRef).validate_python(value)
+    except ValidationError:
+        raise UsageError(f"{where}: expected one of {', '.join(EXTRA_POLICIES)} or {{from: REF}}, got {value!r}") from None
 
 
 class NativeInput(_Strict):
@@ -58,13 +74,19 @@ class NativeRecipe(_Strict):
     inputs: list[NativeInput] = Field(min_length=1)
     params: dict[StrictStr, Setting] = Field(default_factory=dict)
     dtype: StrictStr | None = None
-    extra_tensors: ExtraPolicy | None = None
+    extra_tensors: ExtraPolicy | FromRef | None = None
 
     @field_validator("inputs", mode="before")
     @classmethod
     def _bare_refs(cls, value: Any) -> Any:
         """A bare reference is an input of weight 1.0: ``- code:stable``."""
         return [{"ref": e} if isinstance(e, str) else e for e in value] if isinstance(value, list) else value
+
+    @field_validator("extra_tensors", mode="before")
+    @classmethod
+    def _extra(cls, value: Any) -> Any:
+        """One message naming every choice (a union's own errors name each branch)."""
+        return value if value is None else validate_extra(value)
 
 
 class MergekitModel(_Strict):

@@ -9,6 +9,7 @@ lineage is merged-from every input, with the input's weight.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from tvstore.tensors.sources import BaseSource, VectorSource
 from tvstore.util.refs import versioned
 
 
-_REF_KEYS = ("ref", "model")  # where recipes (ours, mergekit's) name vectors
+_REF_KEYS = ("ref", "model", "from")  # where recipes (ours, mergekit's) name vectors; ``extra_tensors: {from: REF}``
 
 
 def pinned(recipe: Recipe, vectors: list[TaskVector]) -> dict[str, Any]:
@@ -66,9 +67,32 @@ def bind(
     if len(bases) > 1:
         raise UsageError(f"the recipe mixes task vectors of different bases: {', '.join(sorted(bases))}")
     (base_name,) = bases
-    recipe = recipe.with_base(Ref(base_name))
+    recipe = _head_input(recipe.with_base(Ref(base_name)), sources, open_vector)
     base = BaseSource(get_full_base(session, sources[0].vector.base_id), blobs)
     return Merger(recipe, base, sources, dtype=dtype or recipe.dtype), [s.vector for s in sources]
+
+
+def _head_input(recipe: Recipe, sources: list[VectorSource], open_vector: Callable[[str], VectorSource]) -> Recipe:
+    """``extra_tensors: {from: REF}`` pointed at its input's own spelling (``alpha`` -> ``alpha@1``).
+
+    Both are resolved to exact versions, so ``--head-from alpha`` finds a saved merge's pinned input.
+    """
+    policy = recipe.extra_tensors
+    if not isinstance(policy, Ref) or policy in recipe.vectors:
+        return recipe
+    label = open_vector(str(policy)).vector.label
+    for ref, source in zip(recipe.vectors, sources):
+        if source.vector.label == label:
+            return replace(recipe, extra_tensors=ref)
+    return recipe  # the merger names the inputs it could have been
+
+
+def with_extra_tensors(recipe: Recipe, policy: str | Ref) -> Recipe:
+    """``recipe`` with another ``extra_tensors`` policy (``--extra-tensors``, ``--head-from``), raw form included."""
+    if "merge_method" in recipe.raw:
+        raise UsageError("--extra-tensors and --head-from need tvstore's recipe format (mergekit's has no extra_tensors)")
+    spelled = {"from": str(policy)} if isinstance(policy, Ref) else policy
+    return replace(recipe, extra_tensors=policy, raw={**recipe.raw, "extra_tensors": spelled})
 
 
 def input_weights(recipe: Recipe) -> list[float | None]:
@@ -155,8 +179,10 @@ class RecipeSource:
 
 
 def open_recipe_vector(session: Session, blobs: BlobStore, vector: TaskVector,
-                       open_vector: Callable[[str], VectorSource]) -> RecipeSource:
-    merger, _ = bind(session, blobs, load_recipe(vector.recipe), open_vector)
+                       open_vector: Callable[[str], VectorSource], head_from: Ref | None = None) -> RecipeSource:
+    """A merge saved as its recipe, readable as a vector; ``head_from`` takes the extra tensors of that input."""
+    recipe = load_recipe(vector.recipe)
+    merger, _ = bind(session, blobs, recipe if head_from is None else with_extra_tensors(recipe, head_from), open_vector)
     base = BaseSource(get_full_base(session, vector.base_id), blobs)
     return RecipeSource(get_full_vector(session, versioned(vector.name, vector.version)), merger, base)
 
