@@ -104,3 +104,26 @@ def test_a_codec_that_fails_stops_the_run(quick_run) -> None:
     with pytest.raises(CodecError, match="unknown codec 'nosuchcodec'"):
         run(broken, root / "broken-results", root / "broken-work", root / "finetunes", base_dir=root / "tiny-base")
     assert not (root / "broken-results").exists()
+
+
+def test_lora_export_rows_one_per_rank(quick_run) -> None:
+    results, _, settings = quick_run
+    rows = results["lora_export"]
+    assert [r["rank"] for r in rows] == [8, 16, 64] == list(settings.lora_ranks)
+    for row in rows:
+        assert row["path"] == "lora" and set(row["accuracy"]) == set(settings.tasks)
+        assert 0.0 <= row["avg_accuracy"] <= 1.0 and row["bytes_per_param"] > 0
+    assert rows[0]["bytes_per_param"] < rows[1]["bytes_per_param"] < rows[2]["bytes_per_param"]
+    assert rows[0]["rel_l2"] > rows[1]["rel_l2"] > rows[2]["rel_l2"]
+    assert "## LoRA export" in (Path(quick_run[1]) / "results" / "eval_tables.md").read_text()
+
+
+def test_per_task_heads_merge_scores_each_task_like_the_in_memory_merge(quick_run) -> None:
+    results, _, settings = quick_run
+    by_key = {(r["method"], r["codec"]): r for r in results["merges"]}
+    codecs = {r["codec"] for r in results["merges"]}
+    for codec in codecs:
+        per_task, in_memory = by_key[("task_arithmetic_per_task", codec)], by_key[("task_arithmetic", codec)]
+        assert per_task["lambda"] == in_memory["lambda"]
+        assert per_task["accuracy"] == in_memory["accuracy"]  # the same encoder bits, each task's own head
+        assert set(per_task["accuracy"]) == set(settings.tasks)

@@ -6,10 +6,12 @@
 Steps: fine-tune each task (cached), push every fine-tune into a fresh
 registry under every codec setting (``Registry.push``; RTVQ with
 ``Registry.pack`` over the lossless vectors), rebuild each with
-``pull_checkpoint`` and score it (individual table), merge the vectors from
-fp32 and from each chosen codec family's smallest setting (``Registry.merge``
-for task arithmetic / TIES / consensus, ``Registry.pack`` + ``pull_checkpoint``
-for TALL and EMR: merge table), plot accuracy against footprint, write
+``pull_checkpoint`` and score it (individual table), export each lossless
+vector as a LoRA adapter per rank and score it through peft (LoRA table),
+merge the vectors from fp32 and from each chosen codec family's smallest
+setting (``Registry.merge`` for task arithmetic / TIES / consensus,
+``Registry.pack`` + ``pull_checkpoint`` for TALL and EMR, ``pull_per_task``
+for task arithmetic with per-task heads: merge table), plot accuracy against footprint, write
 ``eval_results.json``, ``eval_accuracy_vs_bytes.png`` and ``eval_tables.md``.
 """
 
@@ -41,7 +43,8 @@ from benchmarks.eval.finetune import REPO_ROOT, base_model_dir, finetune_all, li
 from benchmarks.eval.merging import BaseModelTensors, head, merged_encoder  # noqa: E402
 from benchmarks.eval.model import load_encoder, load_head, load_tokenizer, read_tensors  # noqa: E402
 from benchmarks.eval.plot import plot_accuracy_vs_bytes  # noqa: E402
-from benchmarks.eval.report import Row, fp32_table, individual_table, merge_table  # noqa: E402
+from benchmarks.eval.report import Row, fp32_table, individual_table, lora_table, merge_table  # noqa: E402
+from benchmarks.eval.serving import lora_row, per_task_merge  # noqa: E402
 from benchmarks.eval.settings import FP32, HarnessSettings, MergeSetting, quick_settings  # noqa: E402
 from benchmarks.eval.store import StoredSet, float_names, open_fresh_registry, pack_set, push_set  # noqa: E402
 from benchmarks.eval.tiny import make_tiny_base  # noqa: E402
@@ -168,6 +171,18 @@ def individual_rows(ctx: Context, stored: dict[str, StoredSet]) -> list[Row]:
     return rows
 
 
+def lora_rows(ctx: Context, lossless: StoredSet) -> list[Row]:
+    """One row per LoRA rank: every task's lossless vector exported and scored through peft."""
+    raw = float(ctx.base.tensors[ctx.base.float_names[0]].element_size())
+    reference = {task: ctx.reference[task]["test"] for task in ctx.tasks}
+    rows = []
+    for rank in ctx.settings.lora_ranks:
+        since = time.perf_counter()
+        rows.append(lora_row(ctx.registry, lossless, rank, ctx.base_dir, ctx.work_dir, ctx.score, reference, raw))
+        ctx.log(f"LoRA rank {rank}: avg {rows[-1]['avg_accuracy']:.4f} ({time.perf_counter() - since:.1f}s)")
+    return rows
+
+
 # ---- merges -------------------------------------------------------------------------------
 
 
@@ -224,6 +239,9 @@ def merge_rows_for(ctx: Context, spec: str, stored: StoredSet) -> list[Row]:
         coefficient = None
         if setting.kind == "pack":
             acc = pack_merge(ctx, setting, stored.refs, heads)
+        elif setting.kind == "per_task":
+            coefficient = chosen[setting.lambda_from]
+            acc = per_task_merge(ctx.registry, setting, stored, coefficient, ctx.work_dir, ctx.score)
         else:
             acc, coefficient = recipe_merge(ctx, setting, stored.refs, heads, chosen)
         normalized = {task: acc[task] / ctx.reference[task]["test"] for task in ctx.tasks}
@@ -284,12 +302,13 @@ def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, finetune_cache
     """The whole harness; returns what it writes to ``out_dir/eval_results.json``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     ctx = prepare(settings, work_dir, finetune_cache, base_dir)
+    lora: list[Row] = []
 
     def results(individual: list[Row], merges: list[Row], complete: bool) -> dict[str, Any]:
         ctx.timings["total"] = round(time.perf_counter() - ctx.started, 1)
         return {
             "settings": asdict(settings), "tasks": list(ctx.tasks), "fp32": ctx.reference, "complete": complete,
-            "individual": individual, "merges": merges, "summary": summary(individual, merges),
+            "individual": individual, "lora_export": lora, "merges": merges, "summary": summary(individual, merges),
             "timings_s": dict(ctx.timings), "torch_threads": torch.get_num_threads(),
             "evaluations": {"run": ctx.score.evaluated, "reused_identical_weights": ctx.score.reused},
         }
@@ -302,6 +321,8 @@ def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, finetune_cache
         since = ctx.mark("push", since)
         individual = individual_rows(ctx, stored)
         since = ctx.mark("individual", since)
+        lora += lora_rows(ctx, stored[FP32])
+        since = ctx.mark("lora_export", since)
         write_outputs(results(individual, [], False), out_dir)
         merges = merge_rows(ctx, stored, merge_codecs(ctx, individual),
                             checkpoint=lambda rows: write_outputs(results(individual, rows, False), out_dir))
@@ -331,6 +352,8 @@ def render(results: dict[str, Any]) -> str:
         "## Individual: rebuilt fine-tune accuracy per codec", individual_table(results["individual"], tasks),
         "## Merges (normalized = merged / fp32 individual fine-tune)", merge_table(results["merges"], tasks),
     ]
+    if results.get("lora_export"):
+        parts[4:4] = ["## LoRA export (Registry.to_lora, merged back by peft)", lora_table(results["lora_export"], tasks)]
     parts.append(f"timings (s): {results['timings_s']}")
     if "evaluations" in results:
         parts.append(f"split evaluations: {results['evaluations']}")

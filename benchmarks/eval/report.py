@@ -45,6 +45,14 @@ def individual_table(rows: list[Row], tasks: Sequence[str]) -> str:
     return format_table(headers, table)
 
 
+def lora_table(rows: list[Row], tasks: Sequence[str]) -> str:
+    """Rank x task: accuracy of the fine-tune exported as a LoRA adapter and merged back by peft."""
+    headers = ["rank", *tasks, "avg", "retained", "bytes/param", "x vs fp32", "rel L2"]
+    table = [[row["rank"], *(row["accuracy"].get(t) for t in tasks), row["avg_accuracy"], row["avg_retained"],
+              row["bytes_per_param"], row["ratio_vs_fp32"], row["rel_l2"]] for row in rows]
+    return format_table(headers, table)
+
+
 def fp32_table(reference: dict[str, dict[str, float]], tasks: Sequence[str]) -> str:
     """The fp32 fine-tunes themselves (the 100% every other number is measured against)."""
     rows = [[split, *(reference[t][split] for t in tasks)] for split in ("test", "val")]

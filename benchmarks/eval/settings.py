@@ -43,6 +43,9 @@ class MergeSetting:
     ``ties``, ``consensus``) run by ``Registry.merge``: one multi-task encoder.
     ``kind="pack"``: a per-task reconstruction from ``Registry.pack`` (TALL
     masks, EMR) rebuilt with ``pull_checkpoint``, scored task by task.
+    ``kind="per_task"``: the recipe saved with ``extra_tensors: drop`` and
+    pulled with ``Registry.pull_per_task``: each task scored from its own
+    folder (the merged encoder with that task's head).
     ``grid``: scaling coefficients tried on the validation split (the best is
     kept, as the papers do); ``lambda_from``: reuse the coefficient another
     method picked for the same vectors.
@@ -87,7 +90,11 @@ MERGES: tuple[MergeSetting, ...] = (
     MergeSetting("consensus", "recipe", "consensus", params={"k": 2}, lambda_from="task_arithmetic"),
     MergeSetting("tall_mask", "pack", "tall", params={"lambda": 0.4}),
     MergeSetting("emr", "pack", "emr"),
+    MergeSetting("task_arithmetic_per_task", "per_task", "task_arithmetic", lambda_from="task_arithmetic"),
 )
+
+#: LoRA exports of each lossless vector (``Registry.to_lora``), one row per rank
+LORA_RANKS: tuple[int, ...] = (8, 16, 64)
 
 #: merges are built from fp32 vectors and, per codec family, from its smallest-footprint setting;
 #: two families keep the full run under 20 minutes on 2 cores (add more here, ~4 min each)
@@ -111,6 +118,7 @@ class HarnessSettings:
     codecs: tuple[CodecSetting, ...] = CODECS
     merges: tuple[MergeSetting, ...] = MERGES
     merge_families: tuple[str, ...] = MERGE_FAMILIES
+    lora_ranks: tuple[int, ...] = LORA_RANKS
 
 
 def quick_settings() -> HarnessSettings:
