@@ -593,6 +593,17 @@ class Registry:
         with self.session() as session:
             return vector_card(session, get_vector(session, ref))
 
+    def commit_base(self, base: BaseModel, sizes: list[tuple[str, int]], verify_uploads: bool = False) -> BaseInfo:
+        """Commit a base a remote client stored the blobs of; with ``verify_uploads`` its new blobs are hashed first."""
+        from tvstore.ops.bases import commit_base
+        from tvstore.ops.uploads import verify_uploads as verify
+
+        self.check_schema()
+        if verify_uploads:
+            with self.session() as session:
+                verify(session, self.blobs, [d for d, _ in sizes])
+        return BaseInfo.of(commit_base(self.session, self.blobs, base, sizes))
+
     def missing_blobs(self, digests: list[str]) -> list[str]:
         """Which of ``digests`` the store lacks: a client uploads only those."""
         return [d for d in dict.fromkeys(digests) if not self.blobs.exists(d)]

@@ -43,9 +43,16 @@ def add_base(
     """Store a base's tensors and side files, then commit its rows; returns the committed (detached) row."""
     with session_factory() as session:
         _check_new(session, name)
-    base, sizes = _store(blobs, name, path, progress)
+    base, sizes = store_base(blobs, name, path, progress)
+    return commit_base(session_factory, blobs, base, sizes)
+
+
+def commit_base(
+    session_factory: Callable[[], Session], blobs: BlobStore, base: BaseModel, sizes: list[tuple[str, int]]
+) -> BaseModel:
+    """The rows of a base whose blobs are stored (here, or by a remote client), in one short transaction."""
     with session_factory() as session, session.begin():
-        _check_new(session, name)  # another client may have added it meanwhile
+        _check_new(session, base.name)  # another client may have added it meanwhile
         claim_blobs(session, sizes)
         check_blobs_present(blobs, [d for d, _ in sizes], "base add")
         session.add(base)
@@ -57,7 +64,7 @@ def _check_new(session: Session, name: str) -> None:
         raise AlreadyExistsError(f"base model {name!r} already exists")
 
 
-def _store(blobs: BlobStore, name: str, path: Path, progress: Progress) -> tuple[BaseModel, list[tuple[str, int]]]:
+def store_base(blobs: BlobStore, name: str, path: Path, progress: Progress = no_progress) -> tuple[BaseModel, list[tuple[str, int]]]:
     """Put every tensor and side file; the unsaved base row and ``(digest, size)`` of each blob."""
     with open_checkpoint(path) as ckpt:
         infos = list(ckpt.infos())

@@ -1,4 +1,4 @@
-"""A finished push (``PendingVector``) as JSON and back: the client encodes, the server commits.
+"""A finished push (``PendingVector``) or base add as JSON and back: the client encodes, the server commits.
 
 The server rebuilds the pending vector from untrusted input, so anything
 malformed becomes one ``UsageError`` naming the push, never a traceback.
@@ -6,9 +6,12 @@ malformed becomes one ``UsageError`` naming the push, never a traceback.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
 from tvstore.blobs.base import check_digest
+from tvstore.codecs import get_codec
+from tvstore.db.models import BaseFile, BaseModel, BaseTensor
 from tvstore.checkpoint.dtypes import dtype_from_name, dtype_name
 from tvstore.errors import TvstoreError, UsageError
 from tvstore.ops.push import PendingVector, StoredComponent, StoredTensor
@@ -73,3 +76,44 @@ def blob_digests(pending: PendingVector) -> list[str]:
     """Every blob a pending vector refers to (payloads and masks), in order, once each."""
     found = [d for t in pending.tensors for c in t.components for d in (c.blob, c.mask_blob) if d]
     return list(dict.fromkeys(found))
+
+
+def base_to_dict(base: BaseModel, sizes: list[tuple[str, int]]) -> dict[str, Any]:
+    """A base a remote client stored the blobs of (``ops.bases.store_base``), for the server to commit."""
+    return {
+        "name": base.name, "digest": base.digest, "source": base.source, "num_params": base.num_params,
+        "raw_bytes": base.raw_bytes, "stored_bytes": base.stored_bytes,
+        "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "codec": t.codec, "blob": t.blob_digest}
+                    for t in base.tensors],
+        "files": [{"path": f.path, "blob": f.blob_digest} for f in base.files],
+        "sizes": [[d, n] for d, n in sizes],
+    }
+
+
+def base_from_dict(data: dict[str, Any]) -> tuple[BaseModel, list[tuple[str, int]]]:
+    """Validate and rebuild (names, dtypes, codecs, digests and side-file paths checked); ``UsageError`` if malformed."""
+    try:
+        tensors = [
+            BaseTensor(position=i, name=str(t["name"]), dtype=dtype_name(dtype_from_name(t["dtype"])),
+                       shape=[int(n) for n in t["shape"]], codec=get_codec(dict(t["codec"])).get_config(),
+                       blob_digest=check_digest(t["blob"]))
+            for i, t in enumerate(data["tensors"])
+        ]
+        files = [BaseFile(path=_side_path(f["path"]), blob_digest=check_digest(f["blob"])) for f in data["files"]]
+        base = BaseModel(name=check_name(data["name"], "base name"), digest=check_digest(data["digest"]),
+                         source=str(data["source"]), num_params=int(data["num_params"]), raw_bytes=int(data["raw_bytes"]),
+                         stored_bytes=int(data["stored_bytes"]), tensors=tensors, files=files)
+        sizes = [(check_digest(d), int(n)) for d, n in data["sizes"]]
+    except TvstoreError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"malformed base add of {data.get('name')!r}: {type(exc).__name__}: {exc}") from None
+    return base, sizes
+
+
+def _side_path(path: str) -> str:
+    """A side file's path stays inside the folders it is written into."""
+    parts = PurePosixPath(path).parts
+    if not parts or PurePosixPath(path).is_absolute() or ".." in parts or "\\" in path:
+        raise UsageError(f"invalid side file path {path!r}: expected a relative path inside the checkpoint")
+    return path

@@ -100,7 +100,14 @@ class RemoteRegistry:
     # ---- bases --------------------------------------------------------------------------
 
     def add_base(self, name: str, path: PathLike) -> BaseInfo:
-        raise self._refused("`tvstore base add`")
+        """Store the base's blobs from here (only those the server lacks), then ask the server to commit."""
+        from tvstore.ops.bases import store_base
+        from tvstore.ops.wire import base_to_dict
+
+        check_name(name, "base name")
+        self.client.call("GET", f"/api/check/base-add/{_seg(name)}")  # refused before anything is uploaded
+        base, sizes = store_base(self.blobs, name, Path(path), self.progress)
+        return from_dict(BaseInfo, self.client.json("POST", "/api/bases", json=base_to_dict(base, sizes), retry=False))
 
     def bases(self) -> list[BaseInfo]:
         return [from_dict(BaseInfo, d) for d in self.client.json("GET", "/api/bases")]

@@ -132,6 +132,25 @@ async def check_push(request: Request) -> JSONResponse:
     return JSONResponse({"token": token.name})
 
 
+async def check_base_add(request: Request) -> JSONResponse:
+    """Asked before a client uploads a base's tensors."""
+    name = check_name(request.path_params["name"], "base name")
+    token = await require(request, "admin", "base add")
+    return JSONResponse({"token": token.name, "base": name})
+
+
+async def commit_base(request: Request) -> JSONResponse:
+    from tvstore.blobs.presign import can_presign
+    from tvstore.ops.wire import base_from_dict
+
+    token = await require(request, "admin", "base add")
+    base, sizes = base_from_dict(await body_of(request))
+    reg = registry_of(request)
+    info = await run(reg.commit_base, base, sizes, can_presign(reg.blobs))
+    await _audit(request, token.name, "base add", info.name, {"tensors": info.num_tensors, "stored_bytes": info.stored_bytes})
+    return JSONResponse(info.to_dict())
+
+
 async def commit_push(request: Request) -> JSONResponse:
     from tvstore.blobs.presign import can_presign
     from tvstore.ops.wire import pending_from_dict
@@ -270,6 +289,7 @@ routes = [
     Route("/api/vectors", list_vectors, methods=["GET"]),
     Route("/api/vectors", commit_push, methods=["POST"]),
     Route("/api/check/push/{name:path}", check_push),
+    Route("/api/check/base-add/{name:path}", check_base_add),
     Route("/api/vectors/{ref:path}/tensors", tensors),
     Route("/api/vectors/{ref:path}/lineage", lineage),
     Route("/api/vectors/{ref:path}/rows", vector_rows),
@@ -278,7 +298,8 @@ routes = [
     Route("/api/vectors/{ref:path}", show, methods=["GET"]),
     Route("/api/vectors/{ref:path}", remove, methods=["DELETE"]),
     Route("/api/names/{name:path}/tags/{tag}", untag, methods=["DELETE"]),
-    Route("/api/bases", list_bases),
+    Route("/api/bases", list_bases, methods=["GET"]),
+    Route("/api/bases", commit_base, methods=["POST"]),
     Route("/api/bases/{name:path}/rows", base_rows),
     Route("/api/bases/{name:path}", show_base, methods=["GET"]),
     Route("/api/bases/{name:path}", remove_base, methods=["DELETE"]),
