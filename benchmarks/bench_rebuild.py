@@ -82,8 +82,8 @@ def write_model(out: Path, cfg: dict, seed: int | None) -> None:
     write_checkpoint_dir(out, infos, tensors(), side_files=side, max_shard_bytes=2 * 1024**3)
 
 
-def prepare(work: Path, cfg: dict, codecs: list[str]) -> dict[str, Path]:
-    """Models (cached in ``work/models``) and one registry per codec, rebuilt from scratch."""
+def prepare(work: Path, cfg: dict, codecs: list[str], reuse: bool = False) -> dict[str, Path]:
+    """Models (cached in ``work/models``) and one registry per codec, rebuilt from scratch (unless ``reuse``)."""
     models = work / "models"
     tasks = 3 if "rtvq" in codecs else 1  # RTVQ packs a group; the other codecs need one fine-tune
     for name, seed in [("base", None)] + [(f"ft{t}", t) for t in range(tasks)]:
@@ -94,6 +94,8 @@ def prepare(work: Path, cfg: dict, codecs: list[str]) -> dict[str, Path]:
     homes = {}
     for codec in codecs:
         home = homes[codec] = work / bm.home_name(codec)
+        if reuse and (home / ".ready").exists():
+            continue
         shutil.rmtree(home, ignore_errors=True)
         with bm.open_registry(str(home)) as reg:
             reg.init()
@@ -102,6 +104,7 @@ def prepare(work: Path, cfg: dict, codecs: list[str]) -> dict[str, Path]:
                 reg.push(f"ft{t}", models / f"ft{t}", base="base", codec="lossless" if codec == "rtvq" else codec)
             if codec == "rtvq":
                 reg.pack(["ft0", "ft1", "ft2"], "rtvq")
+        (home / ".ready").touch()
         print(f"  registry {codec}: ready", flush=True)
     return homes
 
@@ -358,6 +361,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--codecs", default=",".join(CODECS))
     ap.add_argument("--quick", action="store_true", help="tiny model, one repeat: checks the harness")
+    ap.add_argument("--reuse", action="store_true", help="keep registries a previous run completed (timing only)")
     ap.add_argument("--scale", action="store_true", help="the 1.2B-parameter rows (lossless only)")
     ap.add_argument("--results", type=Path, default=None, help="writes <results>.md and .json")
     a = ap.parse_args()
@@ -381,7 +385,7 @@ def main() -> None:
     work = a.work / a.size
     work.mkdir(parents=True, exist_ok=True)
     before = machine.snapshot()
-    homes = prepare(work, cfg, a.codecs)
+    homes = prepare(work, cfg, a.codecs, a.reuse)
     res = {"model": f"{params / 1e6:.1f}M parameters, bf16, {nbytes / 2**20:.0f} MiB per checkpoint, "
                     f"largest tensor {largest_mib:.0f} MiB", "params": params, "repeat": a.repeat,
            "command": "python " + " ".join(sys.argv)}
