@@ -276,7 +276,7 @@ def test_gc_between_base_adds_puts_and_commit_makes_it_fail_cleanly(
 ) -> None:
     """A gc that sweeps a base's fresh, not yet referenced blobs (its age check came first) makes
     ``base add`` commit nothing instead of a base whose blobs are gone; a retry works."""
-    store = bases_module._store
+    store = bases_module.store_base
 
     def store_then_gc(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - gc lands between the puts and the commit
         stored = store(*args, **kwargs)
@@ -285,7 +285,7 @@ def test_gc_between_base_adds_puts_and_commit_makes_it_fail_cleanly(
         assert {d for d, _ in stored[1]} <= set(swept)
         return stored
 
-    monkeypatch.setattr(bases_module, "_store", store_then_gc)
+    monkeypatch.setattr(bases_module, "store_base", store_then_gc)
     with _open(team) as reg:
         with pytest.raises(BlobVanishedError, match=r"before this base add could commit; nothing was committed: run the base add again"):
             reg.add_base("base", ckpts.base)
