@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,14 +47,12 @@ def pg_available() -> bool:
         return False
 
 
-@pytest.fixture
-def pg_url(pg_available: bool) -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh, private schema."""
+@contextmanager
+def pg_schema(prefix: str = "t") -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, private schema (dropped afterwards)."""
     from sqlalchemy import text
 
-    if not pg_available:
-        pytest.skip("PostgreSQL server not reachable at 127.0.0.1:5432")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
     engine = _pg_engine()
     with engine.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -63,6 +62,15 @@ def pg_url(pg_available: bool) -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_available: bool) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, private schema."""
+    if not pg_available:
+        pytest.skip("PostgreSQL server not reachable at 127.0.0.1:5432")
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

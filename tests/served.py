@@ -7,20 +7,19 @@ and runs the installed ``tvstore`` CLI through the server with any of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
 import uuid
-from contextlib import contextmanager
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import PG_ADMIN_URL, _pg_engine, tvstore_executable
+from conftest import pg_schema as conftest_pg_schema, tvstore_executable
 from s3_server import DUMMY_CREDENTIALS, MotoServer, free_port
 
 START_TIMEOUT_S = 60.0
@@ -109,21 +108,9 @@ def make_tokens(served: Served) -> None:
         reg.revoke_token("revoked")
 
 
-@contextmanager
-def pg_schema() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema (dropped afterwards), for a module's server."""
-    from sqlalchemy import text
-
-    schema = f"s_{uuid.uuid4().hex[:16]}"
-    engine = _pg_engine()
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+def pg_schema() -> contextlib.AbstractContextManager[str]:
+    """A fresh PostgreSQL schema for a module's server (the fixtures' own helper, another prefix)."""
+    return conftest_pg_schema("s")
 
 
 def s3_backend_env(moto: MotoServer, tmp: Path) -> tuple[str, dict[str, str]]:
