@@ -36,7 +36,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -268,14 +267,7 @@ def drop_cache(paths: list[Path]) -> None:
 
 def child(*args: str, out: Path | None = None) -> dict:
     """Run one child; ``out`` (its output directory) is cleared first so reruns work."""
-    if out is not None:
-        shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.run([sys.executable, __file__, "_child", *args], capture_output=True, text=True, check=False)
-    if out is not None:
-        shutil.rmtree(out, ignore_errors=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(common.run_child(__file__, *args, out=out)[-1])
 
 
 def measure(args: list[str], inputs: list[Path], repeat: int, out: Path | None = None) -> dict:

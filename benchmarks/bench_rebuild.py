@@ -184,15 +184,8 @@ CHILDREN = {"pull": child_pull, "copytree": child_copytree, "rebuild": child_reb
 
 def child(*args: str, out: Path | None = None) -> dict:
     """One measured child; ``out`` is cleared before and after. Returns its last JSON line (+ earlier ones)."""
-    if out is not None:
-        shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.run([sys.executable, __file__, "_child", *args], capture_output=True, text=True, check=False)
-    if out is not None:
-        shutil.rmtree(out, ignore_errors=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed:\n{proc.stderr[-3000:]}")
     result: dict = {}
-    for line in proc.stdout.strip().splitlines():
+    for line in bm.common.run_child(__file__, *args, out=out):
         if line.startswith("{"):
             result.update(json.loads(line))
     return result

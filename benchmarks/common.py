@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 PG_URL = os.environ.get("TVSTORE_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -31,3 +35,16 @@ def private_schema(prefix: str = "bench") -> Iterator[str]:
         yield pg_schema(schema, create=True)
     finally:
         pg_schema(schema, create=False)
+
+
+def run_child(script: str, *args: str, out: Path | None = None) -> list[str]:
+    """Run ``script _child ARGS`` as a fresh process (a measurement never shares a process with another);
+    ``out``, its output directory, is cleared before and after. Returns its stdout lines."""
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run([sys.executable, script, "_child", *args], capture_output=True, text=True, check=False)
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout.strip().splitlines()
