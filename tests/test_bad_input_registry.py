@@ -136,10 +136,10 @@ def _tables(registry) -> list[str]:
 def test_schema_of_a_newer_tvstore(ready) -> None:
     with ready.registry.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    newer = "database schema is at revision 9999, made by a newer tvstore (this one knows up to 0003): upgrade tvstore"
+    newer = "database schema is at revision 9999, made by a newer tvstore (this one knows up to 0004): upgrade tvstore"
     for args in (["init"], ["db", "upgrade"], ["ls"]):
         assert_fails(ready(*args, check=False), 1, newer)
-    assert ready("db", "current").stdout == f"current 9999 (head 0003): {newer}\n"
+    assert ready("db", "current").stdout == f"current 9999 (head 0004): {newer}\n"
     with ready.registry.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "9999"
 

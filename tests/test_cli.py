@@ -14,9 +14,9 @@ from test_registry import assert_bit_equal
 def test_user_journey(cli, tiny, tmp_path: Path) -> None:
     assert "not initialised" in cli("ls", expect=1).stderr or "run `tvstore init`" in cli("ls", expect=1).stderr
     init = json.loads(cli("init", "--json").stdout)
-    assert init["revision"] == "0003"
+    assert init["revision"] == "0004"
     assert json.loads(cli("db", "current", "--json").stdout) == {
-        "current": "0003", "head": "0003", "up_to_date": True, "problem": None
+        "current": "0004", "head": "0004", "up_to_date": True, "problem": None
     }
     base = json.loads(cli("base", "add", "bert", tiny.base, "--json").stdout)
     assert base["num_tensors"] == 39 and base["side_files"] == ["config.json", "tokenizer_config.json"]

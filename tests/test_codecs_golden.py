@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from tvstore.codecs import codec_ids, get_codec
 
 GOLDEN = Path(__file__).parent / "golden"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "i16": torch.int16, "i32": torch.int32}
 FIXTURES = sorted(GOLDEN.glob("*/*.json"))
 
 

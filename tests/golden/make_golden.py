@@ -24,10 +24,12 @@ from tvstore.codecs.lowrank import lowrank_payload_from_factors
 
 HERE = Path(__file__).parent
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: the integer widths an exact push's ``xor`` component stores its bits as
+XOR_DTYPES = {"i16": torch.int16, "i32": torch.int32}
 
 #: codec id -> [(case name, codec config, dtype name)]
 CASES: dict[str, list[tuple[str, dict, str]]] = {
-    "lossless": [(f"{d}", {"id": "lossless", "level": 3}, d) for d in DTYPES],
+    "lossless": [(f"{d}", {"id": "lossless", "level": 3}, d) for d in [*DTYPES, *XOR_DTYPES]],
     "raw": [(f"{d}", {"id": "raw"}, d) for d in DTYPES],
     "quant": [
         ("b2_tensor_fp32", {"id": "quant", "bits": 2, "granularity": "tensor", "group_size": 128}, "fp32"),
@@ -67,7 +69,13 @@ CASES: dict[str, list[tuple[str, dict, str]]] = {
 
 
 def sample(case: str, dtype: torch.dtype) -> torch.Tensor:
-    """A small delta-like tensor (heavy-tailed, with exact zeros), deterministic per case."""
+    """A small delta-like tensor (heavy-tailed, with exact zeros), deterministic per case.
+
+    For an integer dtype: the XOR of a weight-like float tensor's bits with a slightly changed copy's.
+    """
+    if not dtype.is_floating_point:
+        w = sample(case + "w", torch.float16 if dtype.itemsize == 2 else torch.float32) * 1e3
+        return (w + sample(case + "d", w.dtype) * 1e2).view(dtype) ^ w.view(dtype)
     g = torch.Generator().manual_seed(sum(map(ord, case)))
     shape = (40,) if "vector" in case else (16, 24)
     x = torch.randn(shape, generator=g) * 1e-3
@@ -92,7 +100,7 @@ def write_missing(root: Path = HERE) -> list[Path]:
         for case, config, dtype_name in cases:
             if (folder / f"{case}.bin").exists():
                 continue  # old payloads are the contract: never regenerate them
-            dtype = DTYPES[dtype_name]
+            dtype = {**DTYPES, **XOR_DTYPES}[dtype_name]
             tensor = sample(case, dtype)
             payload = encode(case, config, tensor)
             decoded = get_codec(config).decode(payload, tuple(tensor.shape), dtype)

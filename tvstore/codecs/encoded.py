@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# component kinds: ``add`` terms sum to tau; ``fix`` terms set entries exactly on rebuild
-ADD, FIX = "add", "fix"
+# Component kinds. ``add`` terms sum to tau. ``fix`` terms set entries exactly on rebuild.
+# An ``xor`` term holds the fine-tune's bits XOR the base's (an integer tensor of the same width):
+# the rebuild is one XOR, exact by construction, and tau = (base ^ x) - base needs the base.
+ADD, FIX, XOR = "add", "fix", "xor"
+KINDS = (ADD, FIX, XOR)
 
 
 @dataclass

@@ -22,6 +22,11 @@ _TORCH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _CHUNK_BYTES = 256 * 1024  # per chunk of the fused transforms: source + temporaries stay in L2
 
 
+def int_view(dtype: torch.dtype) -> torch.dtype:
+    """The integer dtype of ``dtype``'s width: what a tensor's bits are viewed as (torch lacks uint16..64)."""
+    return _TORCH_INT[dtype.itemsize]
+
+
 def as_uint(tensor: torch.Tensor) -> np.ndarray:
     """The raw bits of a contiguous tensor as a flat unsigned numpy array."""
     flat = tensor.detach().contiguous().reshape(-1)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -31,6 +32,7 @@ NAMING = {
     "uq": "uq_%(table_name)s_%(column_0_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
 }
 
 def utcnow() -> datetime:
@@ -159,7 +161,7 @@ class ComponentRow(Base):
     """One term of the sum that rebuilds a tensor (see ``tvstore.tensors.components``)."""
 
     __tablename__ = "components"
-    __table_args__ = (UniqueConstraint("tensor_id", "position"),)
+    __table_args__ = (UniqueConstraint("tensor_id", "position"), CheckConstraint("kind IN ('add', 'fix', 'xor')", name="kind"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tensor_id: Mapped[int] = mapped_column(ForeignKey("vector_tensors.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)

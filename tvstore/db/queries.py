@@ -26,7 +26,7 @@ def latest_version(session: Session, name: str) -> int | None:
 
 # everything a reader needs, in a handful of queries instead of one per tensor
 FULL_VECTOR = (
-    joinedload(TaskVector.base),
+    joinedload(TaskVector.base).selectinload(BaseModel.tensors),  # an xor component's tau reads the base
     selectinload(TaskVector.tensors).selectinload(VectorTensor.components).joinedload(ComponentRow.mask),
 )
 FULL_BASE = (selectinload(BaseModel.tensors), selectinload(BaseModel.files))

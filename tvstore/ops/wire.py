@@ -11,6 +11,7 @@ from typing import Any
 
 from tvstore.blobs.base import check_digest
 from tvstore.codecs import get_codec
+from tvstore.codecs.encoded import KINDS
 from tvstore.db.models import BaseFile, BaseModel, BaseTensor
 from tvstore.checkpoint.dtypes import dtype_from_name, dtype_name
 from tvstore.errors import TvstoreError, UsageError
@@ -60,10 +61,16 @@ def pending_from_dict(data: dict[str, Any]) -> PendingVector:
     return pending
 
 
+def _kind(kind: object) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"component kind {kind!r} is not one of {', '.join(KINDS)}")
+    return str(kind)
+
+
 def _tensor_from_dict(t: dict[str, Any]) -> StoredTensor:
     comps = [
         StoredComponent(dict(c["codec"]), check_digest(c["blob"]), int(c["blob_size"]), float(c["scale"]),
-                        c["mask_blob"] and check_digest(c["mask_blob"]), int(c["mask_size"]), str(c["kind"]), c.get("mask_name"))
+                        c["mask_blob"] and check_digest(c["mask_blob"]), int(c["mask_size"]), _kind(c["kind"]), c.get("mask_name"))
         for c in t["components"]
     ]
     return StoredTensor(

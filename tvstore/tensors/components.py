@@ -7,11 +7,18 @@ multi-task vector + mask, EMR's unified vector + mask + rescaler), is
 expressed as a list of components, so reading a tensor never depends on
 which codec wrote it.
 
-One more kind, ``fix``, exists for exactness: floating-point addition cannot
-always undo subtraction (``base + (ft - base) != ft`` for a few percent of
-bf16 entries, and for signed zeros), so an exact push records the few entries
-where the sum misses the fine-tune and sets them directly when a checkpoint
-is rebuilt. ``fix`` components never enter task arithmetic.
+Two more kinds exist for exactness. Floating-point addition cannot always
+undo subtraction (``base + (ft - base) != ft`` for a few percent of bf16
+entries, and for signed zeros), so older exact pushes recorded the entries
+where the sum misses the fine-tune in a ``fix`` component, set directly when
+a checkpoint is rebuilt. Exact pushes now store one ``xor`` component
+instead: the fine-tune's bits XOR the base's. Its rebuild is a single XOR
+(no float add, no fix-up pass, the cheapest exact rebuild there is) and it
+compresses better, since a small change leaves sign and exponent bits
+equal. Its tau is ``(base ^ x) - base`` in the stored dtype, the very value
+the ``add`` component held, so merges read the same numbers either way; it
+is the one kind that needs the base to yield tau. ``fix`` components never
+enter task arithmetic.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ import numpy as np
 import torch
 
 from tvstore.codecs import get_codec
-from tvstore.codecs.encoded import ADD, FIX, EncodedComponent
+from tvstore.codecs.encoded import ADD, FIX, XOR, EncodedComponent
 from tvstore.codecs.masks import decode_mask
-from tvstore.codecs.planes import as_uint
+from tvstore.codecs.planes import as_uint, int_view
+from tvstore.errors import TvstoreError
 
 
 Fetch = Callable[[str], bytes]
+BaseFetch = Callable[[], torch.Tensor]  # the base's tensor, read only if a component needs it
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,9 @@ class Component:
     kind: str = ADD
 
     def decode(self, shape: tuple[int, ...], dtype: torch.dtype, fetch: Fetch) -> torch.Tensor:
+        """The component's term; for ``xor``, the bit pattern as integers of ``dtype``'s width."""
+        if self.kind == XOR:
+            return get_codec(self.codec).decode(fetch(self.blob), shape, int_view(dtype))
         value = get_codec(self.codec).decode(fetch(self.blob), shape, dtype)
         if self.kind == ADD:
             if self.mask_blob is not None:
@@ -53,14 +65,17 @@ class Component:
 
 
 def delta(components: Sequence[Component], shape: tuple[int, ...], dtype: torch.dtype, fetch: Fetch,
-          out: torch.Tensor | None = None) -> torch.Tensor:
-    """tau for one tensor: the sum of its ``add`` components (zeros if none).
+          out: torch.Tensor | None = None, base: BaseFetch | None = None) -> torch.Tensor:
+    """tau for one tensor: the sum of its ``add`` components (zeros if none), or ``theta - base`` for ``xor``.
 
     With ``out`` (a buffer of ``shape``, any float dtype) the sum lands there
     and ``out`` is returned; the first plain component is decoded straight
     into it when its codec can, so a merge's input buffer is filled without
-    an intermediate tensor.
+    an intermediate tensor. ``base`` is called only for an ``xor`` component.
     """
+    if any(c.kind == XOR for c in components):
+        tau = _xor_delta(components, fetch, base)
+        return tau if out is None else out.copy_(tau)
     adds = [c for c in components if c.kind == ADD]
     if out is not None:
         return _delta_into(adds, shape, dtype, fetch, out)
@@ -92,8 +107,15 @@ def _delta_into(adds: Sequence[Component], shape: tuple[int, ...], dtype: torch.
     return out
 
 
+def _xor_delta(components: Sequence[Component], fetch: Fetch, base: BaseFetch | None) -> torch.Tensor:
+    if base is None:
+        raise TvstoreError("internal error: an xor component's tau needs the base tensor")
+    b = base()
+    return rebuild(b, components, fetch) - b
+
+
 def rebuild(base: torch.Tensor, components: Sequence[Component], fetch: Fetch, in_place: bool = False) -> torch.Tensor:
-    """theta = base + components, added one at a time in the base's dtype, then fixes applied.
+    """theta = base + components, added one at a time in the base's dtype, then fixes and XORs applied.
 
     The order and dtype are fixed so that a rebuild is bit-identical on every
     run and machine. ``in_place`` reuses ``base`` as the output (the caller
@@ -108,6 +130,9 @@ def rebuild(base: torch.Tensor, components: Sequence[Component], fetch: Fetch, i
         if comp.kind == FIX:
             assert comp.mask_blob is not None, "a fix component always carries its mask"
             _apply_fix(out, decode_mask(fetch(comp.mask_blob), shape), comp, fetch)
+    for comp in components:
+        if comp.kind == XOR:
+            out.view(int_view(dtype)).bitwise_xor_(comp.decode(shape, dtype, fetch))
     return out
 
 

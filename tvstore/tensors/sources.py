@@ -85,6 +85,16 @@ class VectorSource(_Rows, Mapping[str, torch.Tensor]):
         self.blobs = blobs
         self._rows = {t.name: t for t in vector.tensors if t.role != ABSENT}
         self.absent = [t.name for t in vector.tensors if t.role == ABSENT]
+        self._base: BaseSource | None = None
+
+    def _base_tensor(self, name: str):
+        """The base's ``name``, for the components whose tau needs it (``xor``); the base's rows come loaded."""
+        def read() -> torch.Tensor:
+            if self._base is None:
+                self._base = BaseSource(self.vector.base, self.blobs)
+            return self._base.get(name)
+
+        return read
 
     @property
     def label(self) -> str:
@@ -101,12 +111,12 @@ class VectorSource(_Rows, Mapping[str, torch.Tensor]):
 
     def get(self, name: str) -> torch.Tensor:
         info = self.info(name)
-        return delta(self.components(name), info.shape, info.dtype, self.fetch(name))
+        return delta(self.components(name), info.shape, info.dtype, self.fetch(name), base=self._base_tensor(name))
 
     def get_into(self, name: str, out: torch.Tensor) -> torch.Tensor:
         """``out.copy_(get(name))`` without the intermediate tensor where the codec allows."""
         info = self.info(name)
-        return delta(self.components(name), info.shape, info.dtype, self.fetch(name), out)
+        return delta(self.components(name), info.shape, info.dtype, self.fetch(name), out, self._base_tensor(name))
 
     def rebuild(self, name: str, base: torch.Tensor, in_place: bool = False) -> torch.Tensor:
         """theta for one tensor: base plus this vector's components (exact for exact codecs).
