@@ -13,11 +13,15 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tvstore import Registry
+from tvstore.remote import RemoteRegistry
 
 from conftest import pg_schema as conftest_pg_schema, tvstore_executable
 from s3_server import DUMMY_CREDENTIALS, MotoServer, free_port
@@ -63,6 +67,20 @@ class Served:
         """The CLI through the server with one of :attr:`tokens` (or a literal secret, or none)."""
         return self.run(*args, env=self.remote_env(token), expect=expect)
 
+    @contextlib.contextmanager
+    def registry(self) -> Iterator[Registry]:
+        """The registry itself, in this process: the administrator's side without a CLI start-up per call."""
+        aws = {k: v for k, v in self.env.items() if k.startswith("AWS_") or k == "TVSTORE_CACHE_DIR"}
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in aws.items():
+                patch.setenv(key, value)
+            with Registry.open(database_url=self.env["TVSTORE_DATABASE_URL"], blob_url=self.env["TVSTORE_BLOB_URL"]) as reg:
+                yield reg
+
+    def client(self, token: str | None = "admin") -> RemoteRegistry:
+        """``Registry.open(remote=...)`` in this process, with one of :attr:`tokens`."""
+        return Registry.open(remote=self.url, token=self.tokens.get(token, token) if token else None)
+
     def http(self, token: str | None = "admin") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens.get(token, token)}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
@@ -98,8 +116,6 @@ class Served:
 
 def make_tokens(served: Served) -> None:
     """admin, writer, reader, team-a (write, names team-a-*), revoked, expired (made in-process: fast)."""
-    from tvstore import Registry
-
     with Registry.open(database_url=served.env["TVSTORE_DATABASE_URL"], blob_url=str(served.workdir / "unused")) as reg:
         for name, scope, names, expires in [("admin", "admin", [], None), ("writer", "write", [], None),
                                             ("reader", "read", [], None), ("team-a", "write", ["team-a-*"], None),

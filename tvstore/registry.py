@@ -20,7 +20,7 @@ from tvstore.db import migrate
 from tvstore.db.engine import make_engine
 from tvstore.db.models import BaseModel
 from tvstore.db.queries import get_base, get_full_base, get_full_vector, get_vector
-from tvstore.errors import SchemaError, UsageError
+from tvstore.errors import SchemaError
 from tvstore.ops.gc import DEFAULT_GRACE_SECONDS, GcReport, collect_garbage
 from tvstore.ops.info import BaseInfo, TensorSummary, VectorInfo
 from tvstore.ops.lineage import LineageNode, ancestors, descendants
@@ -58,7 +58,8 @@ def _path(path: PathLike | None) -> Path | None:
     return None if path is None else Path(path)
 
 
-def _recipe(recipe: RecipeLike, extra_tensors: str | None = None) -> Recipe:
+def parse_recipe(recipe: RecipeLike, extra_tensors: str | None = None) -> Recipe:
+    """A recipe parsed, with ``extra_tensors`` overriding its policy (a served registry's client parses the same way)."""
     from tvstore.merge import Recipe, load_recipe
 
     parsed = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
@@ -296,13 +297,10 @@ class Registry:
             return VectorSource(vector, self.blobs)
 
     def _stored_vector(self, ref: str) -> VectorSource:
-        from tvstore.tensors.sources import VectorSource
+        from tvstore.ops.merges import stored_source
 
         with self.session() as session:
-            vector = get_full_vector(session, ref)
-            if vector.is_recipe:
-                raise UsageError(f"{vector.label} is itself a recipe; merge its inputs directly or save it with --codec")
-            return VectorSource(vector, self.blobs)
+            return stored_source(get_full_vector(session, ref), self.blobs)
 
     # ---- packs --------------------------------------------------------------------------
 
@@ -331,7 +329,7 @@ class Registry:
     def recipe(self, source: RecipeLike, extra_tensors: str | None = None) -> Recipe:
         """A recipe (YAML text, file, dict) parsed; ``extra_tensors`` overrides its policy for tensors
         the base lacks (``merge``, ``copy``, ``refuse``, ``drop`` or ``from:REF``)."""
-        return _recipe(source, extra_tensors)
+        return parse_recipe(source, extra_tensors)
 
     def merger(self, recipe: RecipeLike, dtype: torch.dtype | None = None) -> Merger:
         """Bind a recipe (YAML text, file, dict or ``Recipe``) to this registry's vectors."""
@@ -339,7 +337,7 @@ class Registry:
 
         self.check_schema()
         with self.session() as session:
-            return bind(session, self.blobs, _recipe(recipe), self._stored_vector, dtype)[0]
+            return bind(session, self.blobs, parse_recipe(recipe), self._stored_vector, dtype)[0]
 
     def merge(self, recipe: RecipeLike, dtype: torch.dtype | None = None) -> LazyMerged:
         """A lazy ``Mapping[name, tensor]`` of the merged model; each access computes one tensor."""
@@ -354,7 +352,7 @@ class Registry:
         from tvstore.ops.merges import bind, card_of, write_merge
         from tvstore.ops.pull import side_files
 
-        parsed = _recipe(recipe)
+        parsed = parse_recipe(recipe)
         self.check_schema()
         with self.session() as session:
             merger, vectors = bind(session, self.blobs, parsed, self._stored_vector, dtype)
@@ -372,7 +370,7 @@ class Registry:
         from tvstore.tensors.sources import BaseSource
 
         check_name(name, "task vector name")
-        parsed = _recipe(recipe)
+        parsed = parse_recipe(recipe)
         self.check_schema()
         with self.session() as session:
             merger, vectors = bind(session, self.blobs, parsed, self._stored_vector)
@@ -407,7 +405,7 @@ class Registry:
 
         def trial(candidate: dict[str, Any]):
             with self.session() as session:
-                merger, vectors = bind(session, self.blobs, _recipe(candidate), self._stored_vector)
+                merger, vectors = bind(session, self.blobs, parse_recipe(candidate), self._stored_vector)
                 base = get_full_base(session, vectors[0].base_id)
             return merge_trial(merger, list(side_files(base, self.blobs)))
 
@@ -556,6 +554,13 @@ class Registry:
         with self.session() as session:
             return authenticate(session, secret)
 
+    def may_read_blob(self, token: TokenInfo, digest: str) -> bool:
+        """Whether a token narrowed to names may fetch this blob (a base or a vector it covers uses it)."""
+        from tvstore.ops.tokens import may_read_blob
+
+        with self.session() as session:
+            return may_read_blob(session, token, digest)
+
     def audit(self, limit: int | None = None) -> list[AuditInfo]:
         from tvstore.ops.audit import list_audit
 
@@ -585,13 +590,13 @@ class Registry:
         with self.session() as session:
             return row_to_dict(get_full_vector(session, ref))
 
-    def card(self, ref: str) -> ModelCard:
+    def card(self, ref: str, head_from: str | None = None) -> ModelCard:
         """The model card a rebuilt checkpoint of ``ref`` carries (a remote client writes the same one)."""
         from tvstore.ops.model_card import vector_card
 
         self.check_schema()
         with self.session() as session:
-            return vector_card(session, get_vector(session, ref))
+            return vector_card(session, get_vector(session, ref), head_from=head_from)
 
     def commit_base(self, base: BaseModel, sizes: list[tuple[str, int]], verify_uploads: bool = False) -> BaseInfo:
         """Commit a base a remote client stored the blobs of; with ``verify_uploads`` its new blobs are hashed first."""

@@ -60,6 +60,16 @@ def bind(
     dtype: torch.dtype | None = None,
 ) -> tuple[Merger, list[TaskVector]]:
     """A ``Merger`` over the recipe's vectors, whose base is the recipe's or the vectors' own."""
+    return bind_with(recipe, open_vector, lambda v: BaseSource(get_full_base(session, v.base_id), blobs), dtype)
+
+
+def bind_with(
+    recipe: Recipe,
+    open_vector: Callable[[str], VectorSource],
+    open_base: Callable[[TaskVector], BaseSource],
+    dtype: torch.dtype | None = None,
+) -> tuple[Merger, list[TaskVector]]:
+    """:func:`bind` with the base opened by ``open_base`` (a served registry's client fetches its rows)."""
     if not recipe.vectors:
         raise UsageError("the recipe names no task vectors to merge")
     sources = [open_vector(str(ref)) for ref in recipe.vectors]
@@ -68,7 +78,7 @@ def bind(
         raise UsageError(f"the recipe mixes task vectors of different bases: {', '.join(sorted(bases))}")
     (base_name,) = bases
     recipe = _head_input(recipe.with_base(Ref(base_name)), sources, open_vector)
-    base = BaseSource(get_full_base(session, sources[0].vector.base_id), blobs)
+    base = open_base(sources[0].vector)
     return Merger(recipe, base, sources, dtype=dtype or recipe.dtype), [s.vector for s in sources]
 
 
@@ -85,6 +95,13 @@ def _head_input(recipe: Recipe, sources: list[VectorSource], open_vector: Callab
         if source.vector.label == label:
             return replace(recipe, extra_tensors=ref)
     return recipe  # the merger names the inputs it could have been
+
+
+def stored_source(vector: TaskVector, blobs: BlobStore) -> VectorSource:
+    """A merge's input: a vector stored as deltas (a saved recipe is not merged again)."""
+    if vector.is_recipe:
+        raise UsageError(f"{vector.label} is itself a recipe; merge its inputs directly or save it with --codec")
+    return VectorSource(vector, blobs)
 
 
 def with_extra_tensors(recipe: Recipe, policy: str | Ref) -> Recipe:
@@ -181,10 +198,16 @@ class RecipeSource:
 def open_recipe_vector(session: Session, blobs: BlobStore, vector: TaskVector,
                        open_vector: Callable[[str], VectorSource], head_from: Ref | None = None) -> RecipeSource:
     """A merge saved as its recipe, readable as a vector; ``head_from`` takes the extra tensors of that input."""
+    full = get_full_vector(session, versioned(vector.name, vector.version))
+    return recipe_source(full, open_vector, lambda v: BaseSource(get_full_base(session, v.base_id), blobs), head_from)
+
+
+def recipe_source(vector: TaskVector, open_vector: Callable[[str], VectorSource],
+                  open_base: Callable[[TaskVector], BaseSource], head_from: Ref | None = None) -> RecipeSource:
+    """:func:`open_recipe_vector` over rows opened by the callables (a served registry's client)."""
     recipe = load_recipe(vector.recipe)
-    merger, _ = bind(session, blobs, recipe if head_from is None else with_extra_tensors(recipe, head_from), open_vector)
-    base = BaseSource(get_full_base(session, vector.base_id), blobs)
-    return RecipeSource(get_full_vector(session, versioned(vector.name, vector.version)), merger, base)
+    merger, _ = bind_with(recipe if head_from is None else with_extra_tensors(recipe, head_from), open_vector, open_base)
+    return RecipeSource(vector, merger, open_base(vector))
 
 
 def write_merge(merger: Merger, out: Path, side_files: Iterator[tuple[str, bytes]], max_shard_bytes: int,

@@ -16,11 +16,11 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tvstore.db.models import Token
+from tvstore.db.models import BaseFile, BaseTensor, ComponentRow, Mask, TaskVector, Token, VectorTensor
 from tvstore.errors import AlreadyExistsError, AuthError, NotFoundError, UsageError
 from tvstore.ops.info import iso
 from tvstore.util.refs import check_name
@@ -58,6 +58,28 @@ class TokenInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def may_read_blob(session: Session, token: TokenInfo, digest: str) -> bool:
+    """Whether ``token`` may fetch this blob by its digest.
+
+    A token narrowed to names could otherwise read any vector whose digests it
+    learned elsewhere; so it reads a blob only if a base (bases are not narrowed)
+    or a vector of a name it covers refers to it. Unnarrowed tokens read any blob.
+    """
+    if not token.names:
+        return True
+    for column in (BaseTensor.blob_digest, BaseFile.blob_digest):
+        if session.scalar(select(column).where(column == digest).limit(1)) is not None:
+            return True
+    users = session.scalars(
+        select(TaskVector.name).distinct()
+        .join(VectorTensor, VectorTensor.vector_id == TaskVector.id)
+        .join(ComponentRow, ComponentRow.tensor_id == VectorTensor.id)
+        .outerjoin(Mask, Mask.id == ComponentRow.mask_id)
+        .where(or_(ComponentRow.blob_digest == digest, Mask.blob_digest == digest))
+    )
+    return any(token.covers(name) for name in users)
 
 
 def hash_secret(secret: str) -> str:

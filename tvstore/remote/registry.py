@@ -4,7 +4,11 @@ Metadata calls are JSON requests. Tensor work happens here, on the client,
 with the same per-tensor code a local registry runs: a push encodes against
 the base's rows fetched from the server and uploads only the blobs the server
 lacks, then asks it to commit; a pull fetches the vector's rows and rebuilds
-locally. Heavy server-side work (pack, saved merges, gc, verify) runs there.
+locally, merges included (``merge --out``, a merge saved as its recipe, LoRA
+export): the client fetches each input's rows, so the token must be able to
+read every input. Heavy server-side work (pack, saving merges, gc, verify)
+runs there; a score-steered search (``merge --search``, ``push --score-cmd``)
+runs scoring commands, so it is refused through a server.
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ from tvstore.util.refs import check_name, parse_ref
 from tvstore.util.units import DEFAULT_SHARD_BYTES
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import torch
+
+    from tvstore.db.models import TaskVector
+    from tvstore.merge import LazyMerged, Merger, Recipe
+    from tvstore.ops.lora_export import LoraExport
+    from tvstore.ops.merges import RecipeSource
+    from tvstore.ops.model_card import ModelCard
     from tvstore.ops.audit import AuditInfo
     from tvstore.ops.gc import GcReport
     from tvstore.ops.tokens import TokenInfo
@@ -60,6 +73,7 @@ class RemoteRegistry:
         self.client = Client(url, token)
         self.blobs = RemoteBlobStore(self.client)
         self.progress = progress
+        self._bases: dict[str, BaseSource] = {}  # a base's rows, fetched once per client
 
     def __enter__(self) -> RemoteRegistry:
         return self
@@ -123,8 +137,13 @@ class RemoteRegistry:
         from tvstore.db.wire import row_from_dict
         from tvstore.tensors.sources import BaseSource
 
-        rows = self.client.json("GET", f"/api/bases/{_seg(name)}/rows")
-        return BaseSource(row_from_dict(BaseModel, rows), self.blobs)
+        if name not in self._bases:
+            rows = self.client.json("GET", f"/api/bases/{_seg(name)}/rows")
+            self._bases[name] = BaseSource(row_from_dict(BaseModel, rows), self.blobs)
+        return self._bases[name]
+
+    def _base_of(self, vector: TaskVector) -> BaseSource:
+        return self._base_source(vector.base.name)
 
     # ---- push ---------------------------------------------------------------------------
 
@@ -176,14 +195,37 @@ class RemoteRegistry:
         data = self.lineage(ref)
         return data["vector"], [_node(n) for n in data["ancestors"]], [_node(n) for n in data["descendants"]]
 
-    def delta_tensors(self, ref: str, head_from: str | None = None) -> VectorSource:
+    def _vector_row(self, ref: str) -> TaskVector:
         from tvstore.db.models import TaskVector
         from tvstore.db.wire import row_from_dict
+
+        return row_from_dict(TaskVector, self.client.json("GET", f"/api/vectors/{_seg(ref)}/rows"))
+
+    def _stored_vector(self, ref: str) -> VectorSource:
+        from tvstore.ops.merges import stored_source
+
+        return stored_source(self._vector_row(ref), self.blobs)
+
+    def _card(self, ref: str, head_from: str | None = None) -> ModelCard:
+        from tvstore.ops.model_card import ModelCard
+
+        params = {"head_from": head_from} if head_from is not None else {}
+        card = self.client.json("GET", f"/api/vectors/{_seg(ref)}/card", params=params)
+        card["tags"] = tuple(card["tags"])
+        return ModelCard(**card)
+
+    def delta_tensors(self, ref: str, head_from: str | None = None) -> VectorSource | RecipeSource:
+        """A stored vector's blobs, or a saved recipe rebuilt here from its inputs' (each read with this token)."""
+        from tvstore.ops.heads import task_inputs
+        from tvstore.ops.merges import recipe_source
         from tvstore.tensors.sources import VectorSource
 
-        vector = row_from_dict(TaskVector, self.client.json("GET", f"/api/vectors/{_seg(ref)}/rows"))
-        if vector.is_recipe or head_from is not None:
-            raise UsageError(f"{vector.label} is a saved recipe; through a server, save it with --codec to pull it")
+        vector = self._vector_row(ref)
+        if head_from is not None:
+            task_inputs(vector)  # refuses a vector that is not a saved recipe
+        if vector.is_recipe:
+            head = None if head_from is None else parse_ref(head_from)
+            return recipe_source(vector, self._stored_vector, self._base_of, head)
         return VectorSource(vector, self.blobs)
 
     # ---- pull ---------------------------------------------------------------------------
@@ -196,16 +238,40 @@ class RemoteRegistry:
     def pull_checkpoint(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
                         head_from: str | None = None) -> Path:
         """Rebuilt here from the blobs; the model card (lineage, error facts) comes from the server."""
-        from tvstore.ops.model_card import ModelCard
         from tvstore.ops.pull import pull_checkpoint
 
-        if head_from is not None:
-            raise UsageError("--head-from applies to a merge saved as its recipe, which a server client cannot rebuild yet")
+        vector = self.delta_tensors(ref, head_from)
+        card = self._card(vector.label, head_from)
+        return pull_checkpoint(self._base_of(vector.vector), vector, self.blobs, Path(out), max_shard_bytes, self.progress, card)
+
+    def pull_per_task(self, ref: str, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[Path]:
+        from tvstore.ops.heads import pull_per_task
+
+        vector = self._vector_row(ref)
+        return pull_per_task(vector, Path(out), lambda head, path: self.pull_checkpoint(vector.label, path, max_shard_bytes, str(head)))
+
+    def rebuild(self, ref: str, workers: int | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        from tvstore.ops.pull import checkpoint_tensors, rebuilt_tensors
+
         vector = self.delta_tensors(ref)
-        base = self._base_source(vector.vector.base.name)
-        card = self.client.json("GET", f"/api/vectors/{_seg(vector.label)}/card")
-        card["tags"] = tuple(card["tags"])
-        return pull_checkpoint(base, vector, self.blobs, Path(out), max_shard_bytes, self.progress, ModelCard(**card))
+        source = self._base_of(vector.vector)
+        names = [i.name for i in checkpoint_tensors(source, vector)[0]]
+        return rebuilt_tensors(source, vector, names, workers)
+
+    def to_lora(self, ref: str, out: PathLike, rank: int | str = 16, max_error: float | None = None,
+                target_modules: list[str] | tuple[str, ...] = ()) -> LoraExport:
+        """The SVD runs here, on the rebuilt vector; the card comes from the server."""
+        from tvstore.ops.lora_export import LoraSpec, export_lora
+
+        spec = LoraSpec.parse(rank, max_error, tuple(target_modules))
+        vector = self.delta_tensors(ref)
+        return export_lora(vector, spec, Path(out), self._card(vector.label), self.progress)
+
+    def load(self, ref: str, model_class: Any = None, **config: Any) -> Any:
+        from tvstore.ops.load_model import load_model
+
+        vector = self.delta_tensors(ref)
+        return load_model(self._base_of(vector.vector), vector, self.blobs, model_class, config)
 
     # ---- server-side work -----------------------------------------------------------------
 
@@ -215,11 +281,24 @@ class RemoteRegistry:
 
     def recipe(self, source: Any, extra_tensors: str | None = None) -> RecipeRequest:
         """The recipe as the server will take it, parsed here first so a bad one fails the same way locally."""
-        from tvstore.merge import load_recipe
+        from tvstore.registry import parse_recipe
 
-        request = RecipeRequest(_recipe_mapping(source), extra_tensors)
-        load_recipe(request.recipe)
-        return request
+        mapping = _recipe_mapping(source)
+        return RecipeRequest(mapping, extra_tensors, parse_recipe(mapping, extra_tensors))
+
+    def _parsed(self, recipe: Any) -> Recipe:
+        return (recipe if isinstance(recipe, RecipeRequest) else self.recipe(recipe)).parsed
+
+    def merger(self, recipe: Any, dtype: torch.dtype | None = None) -> Merger:
+        """The recipe bound here to its inputs' rows (each fetched with this client's token)."""
+        from tvstore.ops.merges import bind_with
+
+        return bind_with(self._parsed(recipe), self._stored_vector, self._base_of, dtype)[0]
+
+    def merge(self, recipe: Any, dtype: torch.dtype | None = None) -> LazyMerged:
+        from tvstore.merge import LazyMerged
+
+        return LazyMerged(self.merger(recipe, dtype))
 
     def save_merge(self, name: str, recipe: Any, codec: str | None = None, codec_rules: tuple[str, ...] = (),
                    meta: dict[str, Any] | None = None) -> VectorInfo:
@@ -228,8 +307,27 @@ class RemoteRegistry:
                 "codec_rules": list(codec_rules), "meta": meta or {}}
         return from_dict(VectorInfo, self.client.json("POST", "/api/merges", json=body, retry=False))
 
-    def merge_to_dir(self, recipe: Any, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES, dtype: Any = None) -> Path:
-        raise UsageError(f"`tvstore merge --out` through {self.client.url} is not supported yet; use --save-as NAME --codec lossless and pull it")
+    def merge_to_dir(self, recipe: Any, out: PathLike, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+                     dtype: torch.dtype | None = None) -> Path:
+        """Merged here from the inputs' blobs, with the card a local ``merge --out`` writes."""
+        from tvstore.ops.merges import bind_with, card_of, write_merge
+        from tvstore.ops.pull import side_files
+
+        parsed = self._parsed(recipe)
+        merger, vectors = bind_with(parsed, self._stored_vector, self._base_of, dtype)
+        files = side_files(self._base_of(vectors[0]).base, self.blobs)
+        return write_merge(merger, Path(out), files, max_shard_bytes, self.progress, card_of(parsed, vectors))
+
+    def search_merge(self, recipe: Any, search: list[str], score: Any, save_as: str | None = None) -> Any:
+        raise self._not_served("`tvstore merge --search`")
+
+    def push_searched(self, name: str, finetuned: PathLike, *, base: str, score: Any, target: float = 0.99,
+                      extra: bool = False, meta: dict[str, Any] | None = None) -> VectorInfo:
+        raise self._not_served("`tvstore push --target --score-cmd`")
+
+    def _not_served(self, command: str) -> UsageError:
+        return UsageError(f"{command} runs a scoring command per trial and is not available through a server "
+                          f"({self.client.url}); run it against the registry directly")
 
     # ---- tags, removal, maintenance ------------------------------------------------------
 
@@ -284,10 +382,11 @@ class RemoteRegistry:
 
 @dataclasses.dataclass(frozen=True)
 class RecipeRequest:
-    """A merge recipe bound for the server: its mapping, and the ``--extra-tensors`` override."""
+    """A merge recipe bound for the server: its mapping, the ``--extra-tensors`` override, and both parsed."""
 
     recipe: dict[str, Any]
-    extra_tensors: str | None = None
+    extra_tensors: str | None
+    parsed: Recipe
 
 
 def _recipe_mapping(source: Any) -> dict[str, Any]:

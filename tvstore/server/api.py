@@ -2,12 +2,15 @@
 
 Endpoints only parse, authorise, call the same ``Registry`` method a local
 command calls (so names, refs and recipes are validated identically) and
-audit what changed. Registry calls block, so they run in the thread pool.
+audit what changed: a changing call runs under :func:`audited`, so its audit
+entry commits in the very transaction that commits the change
+(:mod:`tvstore.ops.audit`). Registry calls block, so they run in the thread pool.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +20,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tvstore.errors import SchemaError, UsageError
+from tvstore.ops.audit import Action, Change, Describe, call_as, new_versions
+from tvstore.ops.tokens import TokenInfo
 from tvstore.registry import Registry
 from tvstore.server.auth import require
 from tvstore.util.refs import check_name, parse_ref
@@ -51,8 +56,20 @@ def _ref_name(ref: str) -> str:
     return parse_ref(ref).name
 
 
-async def _audit(request: Request, token: str, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
-    await run(registry_of(request).record_audit, token, action, target, detail)
+async def audited(token: TokenInfo, action: str, fn: Callable[..., Any], *args: Any, target: str | Describe = new_versions,
+                  detail: dict[str, Any] | Describe | None = None) -> Any:
+    """``fn(*args)`` in the thread pool; the transaction that commits its change also writes the audit entry."""
+    return await run(call_as, Action(token.name, action, target, detail or {}), fn, *args)
+
+
+def _stored(change: Change) -> dict[str, Any]:
+    """A push's entry detail: the codec and stored size of the version it numbered."""
+    (vector,) = change.inserted
+    return {"codec": vector.codec, "stored_bytes": vector.stored_bytes}
+
+
+def _removed(change: Change) -> dict[str, Any]:
+    return {"removed": [v.label for v in sorted(change.deleted, key=lambda v: (v.name, v.version))]}
 
 
 # ---- read ------------------------------------------------------------------------------------
@@ -103,8 +120,9 @@ async def vector_rows(request: Request) -> JSONResponse:
 
 async def card(request: Request) -> JSONResponse:
     ref = request.path_params["ref"]
+    head_from = request.query_params.get("head_from")
     await require(request, "read", "pull --checkpoint", _ref_name(ref))
-    return JSONResponse(dataclasses.asdict(await run(registry_of(request).card, ref)))
+    return JSONResponse(dataclasses.asdict(await run(registry_of(request).card, ref, head_from)))
 
 
 async def list_bases(request: Request) -> JSONResponse:
@@ -146,8 +164,8 @@ async def commit_base(request: Request) -> JSONResponse:
     token = await require(request, "admin", "base add")
     base, sizes = base_from_dict(await body_of(request))
     reg = registry_of(request)
-    info = await run(reg.commit_base, base, sizes, can_presign(reg.blobs))
-    await _audit(request, token.name, "base add", info.name, {"tensors": info.num_tensors, "stored_bytes": info.stored_bytes})
+    info = await audited(token, "base add", reg.commit_base, base, sizes, can_presign(reg.blobs), target=base.name,
+                         detail={"tensors": len(base.tensors)})
     return JSONResponse(info.to_dict())
 
 
@@ -164,8 +182,8 @@ async def commit_push(request: Request) -> JSONResponse:
     pending = pending_from_dict(pending_data)
     meta = _meta(body)
     reg = registry_of(request)
-    info = await run(reg.commit_pushed, pending, meta, can_presign(reg.blobs))  # bytes that bypassed us are hashed
-    await _audit(request, token.name, "push", info.ref, {"codec": info.codec, "stored_bytes": info.stored_bytes})
+    info = await audited(token, "push", reg.commit_pushed, pending, meta, can_presign(reg.blobs),  # bypassing bytes are hashed
+                         detail=_stored)
     return JSONResponse(info.to_dict())
 
 
@@ -173,16 +191,15 @@ async def tag(request: Request) -> JSONResponse:
     ref = request.path_params["ref"]
     token = await require(request, "write", "tag", _ref_name(ref))
     tag_name = (await body_of(request)).get("tag")
-    info = await run(registry_of(request).tag, ref, tag_name)
-    await _audit(request, token.name, "tag", f"{info.name}:{tag_name}", {"ref": info.ref})
+    info = await audited(token, "tag", registry_of(request).tag, ref, tag_name, target=f"{_ref_name(ref)}:{tag_name}",
+                         detail={"ref": ref})
     return JSONResponse(info.to_dict())
 
 
 async def untag(request: Request) -> JSONResponse:
     name, tag_name = request.path_params["name"], request.path_params["tag"]
     token = await require(request, "write", "tag --delete", check_name(name))
-    await run(registry_of(request).untag, name, tag_name)
-    await _audit(request, token.name, "untag", f"{name}:{tag_name}")
+    await audited(token, "untag", registry_of(request).untag, name, tag_name, target=f"{name}:{tag_name}")
     return JSONResponse({"removed": f"{name}:{tag_name}"})
 
 
@@ -196,8 +213,8 @@ async def pack(request: Request) -> JSONResponse:
         token = await require(request, "write", "pack", _ref_name(ref))
     if token is None:
         token = await require(request, "write", "pack")
-    infos = await run(registry_of(request).pack, refs, codec, **params)
-    await _audit(request, token.name, "pack", ", ".join(i.ref for i in infos), {"codec": codec, "inputs": refs})
+    pack_call = functools.partial(registry_of(request).pack, refs, codec, **params)
+    infos = await audited(token, "pack", pack_call, detail={"codec": codec, "inputs": refs})
     return JSONResponse([i.to_dict() for i in infos])
 
 
@@ -211,8 +228,8 @@ async def save_merge(request: Request) -> JSONResponse:
     for ref in recipe.vectors:  # every input must be readable by this token
         await require(request, "read", "merge --save-as", ref.name)
     codec, rules, meta = body.get("codec"), tuple(body.get("codec_rules") or ()), _meta(body)
-    info = await run(registry_of(request).save_merge, name, recipe, codec, rules, meta)
-    await _audit(request, token.name, "merge", info.ref, {"inputs": [str(r) for r in recipe.vectors], "codec": codec})
+    info = await audited(token, "merge", registry_of(request).save_merge, name, recipe, codec, rules, meta,
+                         detail={"inputs": [str(r) for r in recipe.vectors], "codec": codec})
     return JSONResponse(info.to_dict())
 
 
@@ -223,16 +240,14 @@ async def remove(request: Request) -> JSONResponse:
     ref = request.path_params["ref"]
     all_versions = request.query_params.get("all") == "1"
     token = await require(request, "admin", "rm", _ref_name(ref))
-    removed = await run(registry_of(request).remove, ref, all_versions)
-    await _audit(request, token.name, "rm", ref, {"removed": removed})
+    removed = await audited(token, "rm", registry_of(request).remove, ref, all_versions, target=ref, detail=_removed)
     return JSONResponse({"removed": removed})
 
 
 async def remove_base(request: Request) -> JSONResponse:
     name = request.path_params["name"]
     token = await require(request, "admin", "base rm")
-    await run(registry_of(request).remove_base, name)
-    await _audit(request, token.name, "base rm", name)
+    await audited(token, "base rm", registry_of(request).remove_base, name, target=name)
     return JSONResponse({"removed": name})
 
 
@@ -243,8 +258,8 @@ async def gc(request: Request) -> JSONResponse:
     body = await body_of(request)
     grace = body.get("grace_seconds")
     report = await run(registry_of(request).gc, DEFAULT_GRACE_SECONDS if grace is None else float(grace), bool(body.get("dry_run")))
-    if not report.dry_run:
-        await _audit(request, token.name, "gc", "blobs", {"swept": len(report.swept), "swept_bytes": report.swept_bytes})
+    if not report.dry_run:  # gc sweeps in many small transactions: one summary entry after them (ops.audit)
+        await run(registry_of(request).record_audit, token.name, "gc", "blobs", {"swept": len(report.swept), "swept_bytes": report.swept_bytes})
     return JSONResponse(report.to_dict())
 
 
@@ -261,17 +276,16 @@ async def list_tokens(request: Request) -> JSONResponse:
 async def create_token(request: Request) -> JSONResponse:
     token = await require(request, "admin", "token create")
     body = await body_of(request)
-    info, secret = await run(
-        registry_of(request).create_token, body.get("name"), body.get("scope"), body.get("names") or [], body.get("expires_in")
-    )
-    await _audit(request, token.name, "token create", info.name, {"scope": info.scope, "names": info.names})
+    name, scope, names = body.get("name"), body.get("scope"), body.get("names") or []
+    info, secret = await audited(token, "token create", registry_of(request).create_token, name, scope, names,
+                                 body.get("expires_in"), target=str(name), detail={"scope": scope, "names": names})
     return JSONResponse({"token": info.to_dict(), "secret": secret})
 
 
 async def revoke_token(request: Request) -> JSONResponse:
     token = await require(request, "admin", "token revoke")
-    info = await run(registry_of(request).revoke_token, request.path_params["name"])
-    await _audit(request, token.name, "token revoke", info.name)
+    name = request.path_params["name"]
+    info = await audited(token, "token revoke", registry_of(request).revoke_token, name, target=name)
     return JSONResponse(info.to_dict())
 
 

@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from tvstore.errors import TvstoreError
+from tvstore.ops import audit
 from tvstore.registry import Registry
 from tvstore.server import api, blob_routes, web
 from tvstore.server.errors import tvstore_error
@@ -26,6 +27,7 @@ def create_app(registry: Registry | None = None, settings: ServeSettings | None 
     settings = settings or ServeSettings.from_env()
     reg = registry or Registry.open()
     reg.check_schema()
+    audit.install()  # every change a request makes commits with its audit entry
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@
 An upload streamed through the server is hashed before it is stored, so a
 blob whose bytes do not match its digest is refused (422) and never lands.
 Uploads through presigned URLs are hashed when the push commits instead.
+A token narrowed to names reads only blobs a base or a vector it covers uses.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from starlette.routing import Route
 
 from tvstore.blobs.base import check_digest, digest_bytes
 from tvstore.blobs.presign import presigned_url
-from tvstore.errors import CorruptBlobError, UsageError
+from tvstore.errors import CorruptBlobError, ForbiddenError, UsageError
 from tvstore.server.api import registry_of, body_of, run
 from tvstore.server.auth import require
 
@@ -51,8 +52,11 @@ async def put_blob(request: Request) -> JSONResponse:
 
 async def get_blob(request: Request) -> Response:
     digest = _digest(request.path_params["digest"])
-    await require(request, "read", "pull")
+    token = await require(request, "read", "pull")
     reg = registry_of(request)
+    if not await run(reg.may_read_blob, token, digest):
+        raise ForbiddenError(f"`tvstore pull` of blob {digest}: token {token.name!r} is limited to names matching "
+                             f"{', '.join(token.names)}, and no base or vector it covers uses this blob")
     url = presigned_url(reg.blobs, digest, "GET")
     if url is not None:
         return RedirectResponse(url, status_code=307)
