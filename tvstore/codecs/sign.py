@@ -14,11 +14,9 @@ ComPEFT's ``alpha * std`` (:mod:`tvstore.codecs.ternary`) on the same support,
 and per-row scales follow rows of different size (BitDelta's per-matrix scale
 is ``scales="tensor"``). At ``density=1`` an exact zero is coded as ``+a``.
 
-Layouts, the smaller one is stored: *codes* (one 2-bit code per entry: 0
-dropped, 1 = +, 2 = -; zstd's Huffman stage brings them near the ternary
-entropy, about 1 bit per entry when every entry is kept) and *positions*
-(gap-coded support + one packed sign bit per kept entry, zstd), which wins
-at low densities.
+The support and signs use :mod:`tvstore.codecs.signed_support`'s two
+layouts, the smaller one stored (*codes* cost about 1 bit per entry when
+every entry is kept; *positions* win at low densities).
 """
 
 from __future__ import annotations
@@ -31,6 +29,9 @@ import torch
 
 from tvstore.codecs import bitpack, buffers, framing
 from tvstore.codecs.base import Codec, Shape, param, register_codec
+from tvstore.codecs.signed_support import (
+    codes_section, positions_sections, signs_from_codes, support_from_positions,
+)
 from tvstore.codecs.sparse import Sparse
 from tvstore.util.bounds import UNIT_OPEN_CLOSED
 
@@ -84,17 +85,13 @@ class Sign(Codec):
         keep = self.support(tensor)
         rows = row_count(tuple(tensor.shape), self.scales)
         scales = least_squares_scales(x, keep, rows)
-        negative = x < 0
-        codes = np.where(keep, 1 + negative, 0).astype(np.uint8)
+        pos = np.flatnonzero(keep).astype(np.int64)
+        negative = x[pos] < 0
         head = [scales.tobytes()]
-        dense = framing.pack(_VERSION, _HEADER.pack(n, rows, CODES), [*head, bitpack.pack_bits(codes, 2)])
+        dense = framing.pack(_VERSION, _HEADER.pack(n, rows, CODES), [*head, codes_section(pos, negative, n)])
         if self.density >= 1:
             return dense
-        pos = np.flatnonzero(keep).astype(np.int64)
-        sparse = framing.pack(
-            _VERSION, _HEADER.pack(n, rows, POSITIONS),
-            [*head, bitpack.encode_indices(pos, n), bitpack.pack_bits(negative[pos], 1)],
-        )
+        sparse = framing.pack(_VERSION, _HEADER.pack(n, rows, POSITIONS), [*head, *positions_sections(pos, negative, n)])
         return dense if len(dense) <= len(sparse) else sparse
 
     def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
@@ -109,12 +106,10 @@ class Sign(Codec):
             raise ValueError(f"sign payload holds {n} entries in {rows} rows, shape {shape} needs {expected}")
         scales = torch.from_numpy(np.frombuffer(sections[0], dtype=np.float32).copy())[:, None]
         if layout == CODES:
-            codes = bitpack.unpack_bits(sections[1], 2, n).view(np.int8)
-            signs = (codes & 1) - (codes >> 1)  # 0, +1 or -1
+            signs = signs_from_codes(sections[1], n)
         else:
             signs = np.zeros(n, dtype=np.int8)
-            pos = bitpack.decode_indices(sections[1], n)
-            negative = bitpack.unpack_bits(sections[2], 1, pos.size).view(np.int8)
-            signs[pos] = 1 - 2 * negative
+            pos, negative = support_from_positions(sections[1:], n)
+            signs[pos] = 1 - 2 * negative.view(np.int8)
         out = buffers.convert(torch.from_numpy(signs).reshape(rows, -1), torch.float32).mul_(scales)
         return buffers.convert(out, dtype).reshape(shape)

@@ -8,13 +8,11 @@ support, one sign bit per kept entry (packed, zstd) and one float32
 magnitude ``v = float32(alpha * sigma)``. Every decoded entry is 0 or
 ``+-v`` rounded to the output dtype, with the sign of ``tau``.
 
-Two layouts: *sparse* (coded positions + k sign bits)
-and, for dense supports, *codes* (one 2-bit code per entry, 0 = dropped,
-1 = +v, 2 = -v, packed four to a byte, zstd). zstd's Huffman stage brings the
-codes close to the ternary entropy, and they decode without any scatter,
-branch-free (``v * ((c & 1) - (c >> 1))``), which keeps decoding above
-1 GB/s at high densities, where scattering through a dense random support
-is slow. The codes layout is chosen for supports of at least n/16 entries
+The support and signs use :mod:`tvstore.codecs.signed_support`'s two
+layouts: *sparse* (its *positions*: coded positions + k sign bits) and, for
+dense supports, *codes*, which decode without any scatter, keeping decoding
+above 1 GB/s at high densities, where scattering through a dense random
+support is slow. The codes layout is chosen for supports of at least n/16 entries
 when it is at most 25% larger than the sparse layout (measured on MiniLM
 fine-tune deltas it is 3-28% larger at densities 0.1-0.3, and decodes
 3-5x faster); otherwise the sparse layout.
@@ -30,6 +28,9 @@ import torch
 
 from tvstore.codecs import bitpack, buffers, framing
 from tvstore.codecs.base import Codec, Shape, param, register_codec
+from tvstore.codecs.signed_support import (
+    codes_section, positions_sections, signs_from_codes, support_from_positions,
+)
 from tvstore.codecs.sparse import Sparse
 from tvstore.util.bounds import UNIT_OPEN_CLOSED, Bounds
 
@@ -62,14 +63,10 @@ class Ternary(Codec):
             return bitpack.ZERO_PAYLOAD
         n = tensor.numel()
         negative = (tensor.detach().reshape(-1)[torch.from_numpy(pos)] < 0).numpy()
-        sparse = framing.pack(
-            _VERSION, _HEADER.pack(n, value, SPARSE), [bitpack.encode_indices(pos, n), bitpack.pack_bits(negative, 1)]
-        )
+        sparse = framing.pack(_VERSION, _HEADER.pack(n, value, SPARSE), positions_sections(pos, negative, n))
         if pos.size < n // 16:  # position gaps always win there; skip building the codes
             return sparse
-        codes = np.zeros(n, dtype=np.uint8)
-        codes[pos] = 1 + negative
-        dense = framing.pack(_VERSION, _HEADER.pack(n, value, CODES), [bitpack.pack_bits(codes, 2)])
+        dense = framing.pack(_VERSION, _HEADER.pack(n, value, CODES), [codes_section(pos, negative, n)])
         return dense if len(dense) <= 1.25 * len(sparse) else sparse
 
     def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
@@ -83,12 +80,10 @@ class Ternary(Codec):
         if n != expected:
             raise ValueError(f"ternary payload holds {n} entries, shape {shape} needs {expected}")
         if layout == CODES:
-            codes = bitpack.unpack_bits(sections[0], 2, n).view(np.int8)
-            signs = torch.from_numpy((codes & 1) - (codes >> 1))  # 0, +1 or -1 (numpy: huge-page buffers)
+            signs = torch.from_numpy(signs_from_codes(sections[0], n))  # numpy memory: huge-page buffers
             out = buffers.convert(signs, torch.float32).mul_(value)
             return buffers.convert(out, dtype).reshape(shape)
-        positions = torch.from_numpy(bitpack.decode_indices(sections[0], n))
-        negative = torch.from_numpy(bitpack.unpack_bits(sections[1], 1, positions.numel()).view(np.bool_))
+        positions, negative = map(torch.from_numpy, support_from_positions(sections, n))
         magnitude_t = torch.tensor(value, dtype=torch.float32).to(dtype)
         out = buffers.zeros(n, dtype)
         out[positions] = torch.where(negative, -magnitude_t, magnitude_t)
