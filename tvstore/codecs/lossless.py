@@ -52,12 +52,36 @@ class Lossless(Codec):
         self._join(data, out.reshape(-1).view(torch.uint8).numpy())
         return out
 
-    def _join(self, data: bytes, out: np.ndarray) -> np.ndarray:
+    def xor_into(self, data: bytes, out: torch.Tensor) -> torch.Tensor:
+        """``out ^= decode(data)`` bitwise, each byte plane straight into its byte column of ``out``.
+
+        What an ``xor`` component's rebuild does: no decoded tensor and no joined
+        copy in between, so a rebuild holds the output and the compressed planes only.
+        """
+        if not out.is_contiguous():
+            raise ValueError("xor_into needs a contiguous output tensor")
+        sections, width, rotated = self._sections(data, out.numel() * out.element_size())
+        if rotated or width != out.element_size():  # not what pushes write; decode, then XOR
+            bits = planes.join_rotated(sections, width, rotated)
+            ints = planes.int_view(out.dtype)
+            out.view(ints).reshape(-1).bitwise_xor_(planes.from_uint(bits, (bits.size,), ints))
+            return out
+        grid = out.reshape(-1).view(torch.uint8).numpy().reshape(-1, width)
+        for i, plane in enumerate(sections):  # most significant plane first; little-endian columns
+            column = grid[:, width - 1 - i]
+            np.bitwise_xor(column, np.frombuffer(plane, dtype=np.uint8), out=column)
+        return out
+
+    def _sections(self, data: bytes, nbytes: int) -> tuple[list, int, bool]:
         version, header, sections = framing.unpack_views(data)
         if version != _VERSION:
             raise ValueError(f"lossless payload version {version} is newer than this tvstore")
         width, rotated = struct.unpack("<BB", header)
         n = len(sections[0]) if sections else 0
-        if out.nbytes != n * width:
-            raise ValueError(f"lossless payload holds {n * width} bytes, the output has {out.nbytes}")
-        return planes.join_rotated(sections, width, bool(rotated), out)
+        if nbytes != n * width:
+            raise ValueError(f"lossless payload holds {n * width} bytes, the output has {nbytes}")
+        return sections, width, bool(rotated)
+
+    def _join(self, data: bytes, out: np.ndarray) -> np.ndarray:
+        sections, width, rotated = self._sections(data, out.nbytes)
+        return planes.join_rotated(sections, width, rotated, out)

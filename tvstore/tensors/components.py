@@ -132,8 +132,17 @@ def rebuild(base: torch.Tensor, components: Sequence[Component], fetch: Fetch, i
             _apply_fix(out, decode_mask(fetch(comp.mask_blob), shape), comp, fetch)
     for comp in components:
         if comp.kind == XOR:
-            out.view(int_view(dtype)).bitwise_xor_(comp.decode(shape, dtype, fetch))
+            _apply_xor(out, comp, fetch)
     return out
+
+
+def _apply_xor(out: torch.Tensor, comp: Component, fetch: Fetch) -> None:
+    """``out ^= x`` in place; a codec that can XORs its planes straight into ``out`` (no decoded copy)."""
+    codec = get_codec(comp.codec)
+    if hasattr(codec, "xor_into"):
+        codec.xor_into(fetch(comp.blob), out)
+    else:
+        out.view(int_view(out.dtype)).bitwise_xor_(comp.decode(tuple(out.shape), out.dtype, fetch))
 
 
 def _apply_fix(out: torch.Tensor, where: torch.Tensor, fix: Component, fetch: Fetch) -> None:
