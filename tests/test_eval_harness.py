@@ -1,4 +1,4 @@
-"""The evaluation harness end to end on a tiny random BERT and a few dozen examples.
+"""The evaluation harness end to end on tiny random BERT and MPNet bases, three seeds, a few dozen examples.
 
 Checks the shape of every table, that fp32 (lossless) round trips through
 the registry rebuild the fine-tunes bit for bit (same weights digest, so the
@@ -27,51 +27,106 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, obj
 
     root = tmp_path_factory.mktemp("eval")
     settings = quick_settings()
-    results = run(settings, root / "results", root / "work", root / "finetunes", base_dir=root / "tiny-base")
+    results = run(settings, root / "results", root / "work", root)
     return results, root, settings
+
+
+def runs_of(results: dict) -> list[dict]:
+    return [run for base in results["bases"].values() for run in base["runs"]]
+
+
+def test_every_base_runs_every_seed(quick_run) -> None:
+    results, _, settings = quick_run
+    assert settings.bases == ("tiny-bert", "tiny-mpnet") and settings.seeds == (0, 1, 2)
+    assert list(results["bases"]) == list(settings.bases) and results["complete"] is True
+    for name, base in results["bases"].items():
+        assert [(r["base"], r["seed"]) for r in base["runs"]] == [(name, s) for s in settings.seeds]
+        assert base["summary"]["seeds"] == [0, 1, 2]
+    assert results["tasks"] == ["bbc", "tweets", "wordnet"]
+
+
+def test_the_two_bases_are_two_families(quick_run) -> None:
+    from transformers import AutoConfig
+
+    _, root, _ = quick_run
+    kinds = {name: AutoConfig.from_pretrained(str(root / "bases" / name)).model_type for name in ("tiny-bert", "tiny-mpnet")}
+    assert kinds == {"tiny-bert": "bert", "tiny-mpnet": "mpnet"}
 
 
 def test_individual_table_has_one_row_per_codec(quick_run) -> None:
     results, _, settings = quick_run
-    rows = results["individual"]
-    assert [r["codec"] for r in rows] == [c.spec for c in settings.codecs]
-    for row in rows:
-        assert set(row["accuracy"]) == set(settings.tasks)
-        assert row["bytes_per_param"] > 0 and row["ratio_vs_fp32"] > 0
+    for run in runs_of(results):
+        rows = run["individual"]
+        assert [r["codec"] for r in rows] == [c.spec for c in settings.codecs]
+        for row in rows:
+            assert set(row["accuracy"]) == set(settings.tasks)
+            assert all(len(row["correct"][t]) == 24 and set(row["correct"][t]) <= {"0", "1"} for t in settings.tasks)
+            assert row["accuracy"] == {t: row["correct"][t].count("1") / 24 for t in settings.tasks}
+            assert row["bytes_per_param"] > 0 and row["ratio_vs_fp32"] > 0
 
 
-def test_lossless_round_trip_gives_identical_accuracy(quick_run) -> None:
+def test_lossless_round_trip_gives_identical_outcomes(quick_run) -> None:
     results, _, settings = quick_run
-    lossless = next(r for r in results["individual"] if r["codec"] == "lossless")
-    assert lossless["path"] == "push"
-    assert lossless["accuracy"] == {t: results["fp32"][t]["test"] for t in settings.tasks}
-    # the rebuilt weights hash like the fine-tunes' own, so their scores were reused, not re-measured
-    assert results["evaluations"]["reused_identical_weights"] >= len(settings.tasks)
-    assert lossless["rel_l2"] == 0.0
-    assert lossless["avg_retained"] == 1.0
+    for run in runs_of(results):
+        lossless = next(r for r in run["individual"] if r["codec"] == "lossless")
+        assert lossless["path"] == "push"
+        assert lossless["correct"] == run["fp32_correct"]  # example by example, not only on average
+        # the rebuilt weights hash like the fine-tunes' own, so their scores were reused, not re-measured
+        assert run["evaluations"]["reused_identical_weights"] >= len(settings.tasks)
+        assert lossless["rel_l2"] == 0.0
+
+
+def test_summary_intervals_are_bootstrap_over_seeds_and_examples(quick_run) -> None:
+    results, _, settings = quick_run
+    for base in results["bases"].values():
+        rows = {r["codec"]: r for r in base["summary"]["individual"]}
+        assert list(rows) == [c.spec for c in settings.codecs]
+        lossless = rows["lossless"]
+        for task in settings.tasks:
+            acc = lossless["tasks"][task]["accuracy"]
+            assert acc["value"] == pytest.approx(base["summary"]["fp32"][task]["fp32"])
+            assert acc["low"] <= acc["value"] <= acc["high"]
+            retained = lossless["tasks"][task]["retained"]  # paired with fp32: exactly 1, no spread
+            if retained["value"] is not None:
+                assert retained == {"value": 1.0, "low": 1.0, "high": 1.0}
+        assert set(rows["quant:bits=4"]["average"]) == {"accuracy", "retained", "gain_kept"}
+
+
+def test_target_and_budget_tables(quick_run) -> None:
+    results, _, settings = quick_run
+    for base in results["bases"].values():
+        summary = base["summary"]
+        assert summary["target"]["retained"] == 0.99 and summary["target"]["gain_kept"] == 0.95
+        assert list(summary["target"]["smallest"]) == [*settings.tasks, "all"]
+        assert list(summary["budgets"]) == ["8", "16", "32"]
+        for budget, rows in summary["budgets"].items():
+            assert all(r["bits_per_param"] <= float(budget) for r in rows)
+            assert len({r["codec"].partition(":")[0] for r in rows}) == len(rows)  # one setting per family
+        assert "lossless" in [r["codec"] for r in summary["budgets"]["32"]]
+        assert "lossless" not in [r["codec"] for r in summary["budgets"]["16"]]
 
 
 def test_group_codecs_are_registry_packs(quick_run) -> None:
     results, _, settings = quick_run
-    rtvq = next(r for r in results["individual"] if r["codec"] == "rtvq:base_bits=3,offset_bits=2")
-    assert rtvq["path"] == "pack"
-    assert all(ref.endswith("@2") for ref in rtvq["refs"].values())  # a new version of each lossless vector
-    assert 0.0 < rtvq["rel_l2"] < 1.0
-    packed = [r for r in results["merges"] if r["method"] in ("tall_mask", "emr")]
-    assert packed and all(set(r["normalized"]) == set(settings.tasks) for r in packed)
+    for run in runs_of(results):
+        rtvq = next(r for r in run["individual"] if r["codec"] == "rtvq:base_bits=3,offset_bits=2")
+        assert rtvq["path"] == "pack"
+        assert all(ref.endswith("@2") for ref in rtvq["refs"].values())  # a new version of each lossless vector
+        assert 0.0 < rtvq["rel_l2"] < 1.0
+        packed = [r for r in run["merges"] if r["method"] == "tall_mask"]
+        assert packed and all(set(r["accuracy"]) == set(settings.tasks) for r in packed)
 
 
-def test_merge_table_covers_every_method_for_fp32_and_each_chosen_codec(quick_run) -> None:
+def test_merge_table_covers_every_method(quick_run) -> None:
     results, _, settings = quick_run
-    rows = results["merges"]
-    codecs = list(dict.fromkeys(r["codec"] for r in rows))
-    assert codecs[0] == "lossless" and len(codecs) == 1 + len(settings.merge_families)
-    assert len(rows) == len(codecs) * len(settings.merges)
-    for row in rows:
-        assert set(row["normalized"]) == set(settings.tasks)
-        assert 0.0 <= row["avg_accuracy"] <= 1.0
-    for row in (r for r in rows if r["codec"] == "lossless"):
-        assert row["vs_fp32_merge"] == 1.0
+    for run in runs_of(results):
+        rows = run["merges"]
+        assert [(r["method"], r["codec"]) for r in rows] == [(m.label, "lossless") for m in settings.merges]
+        for row in rows:
+            assert set(row["accuracy"]) == set(settings.tasks) and 0.0 <= row["avg_accuracy"] <= 1.0
+            assert row["vs_fp32_merge"] == 1.0
+    for base in results["bases"].values():
+        assert [r["method"] for r in base["summary"]["merges"]] == [m.label for m in settings.merges]
 
 
 def test_outputs_written(quick_run) -> None:
@@ -79,7 +134,25 @@ def test_outputs_written(quick_run) -> None:
     out = root / "results"
     assert json.loads((out / "eval_results.json").read_text())["tasks"] == results["tasks"]
     assert (out / "eval_accuracy_vs_bytes.png").stat().st_size > 1000
-    assert "Individual" in (out / "eval_tables.md").read_text()
+    tables = (out / "eval_tables.md").read_text()
+    for base in ("tiny-bert", "tiny-mpnet"):
+        assert f"### {base}: smallest setting keeping >= 99% of fp32 accuracy and >= 95% of the gain" in tables
+        assert f"### {base}: codecs at 8 / 16 / 32 bit per parameter" in tables
+
+
+def test_readme_block_is_the_reports_own_tables(quick_run, tmp_path: Path) -> None:
+    from benchmarks.eval.report import README_BEGIN, README_END, update_readme
+
+    _, root, _ = quick_run
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_BEGIN}\nstale\n{README_END}\noutro\n")
+    assert update_readme(readme, root / "results" / "eval_results.json") is True
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "stale" not in text
+    assert "### tiny-mpnet: codecs at 8 / 16 / 32 bit per parameter" in text
+    assert update_readme(readme, root / "results" / "eval_results.json") is False  # idempotent
+    with pytest.raises(ValueError, match="has no <!-- eval:begin --> ... <!-- eval:end --> block"):
+        update_readme(root / "results" / "eval_tables.md", root / "results" / "eval_results.json")
 
 
 def test_cached_finetunes_are_reused(quick_run) -> None:
@@ -87,10 +160,10 @@ def test_cached_finetunes_are_reused(quick_run) -> None:
     from benchmarks.eval.finetune import finetune_task
 
     _, root, settings = quick_run
-    task = load_tasks(["bbc"], settings.finetune.sizes, settings.finetune.seed)["bbc"]
-    path = finetune_task(task, root / "tiny-base", settings.finetune, root / "finetunes")
+    task = load_tasks(["bbc"], settings.finetune.sizes, settings.split_seed)["bbc"]
+    path = finetune_task(task, root / "bases" / "tiny-bert", settings.finetune, root / "finetunes")
     before = path.joinpath("model.safetensors").stat().st_mtime_ns
-    again = finetune_task(task, root / "tiny-base", settings.finetune, root / "finetunes")
+    again = finetune_task(task, root / "bases" / "tiny-bert", settings.finetune, root / "finetunes")
     assert again == path and again.joinpath("model.safetensors").stat().st_mtime_ns == before
 
 
@@ -100,30 +173,34 @@ def test_a_codec_that_fails_stops_the_run(quick_run) -> None:
     from benchmarks.eval.settings import CodecSetting
 
     _, root, settings = quick_run
-    broken = replace(settings, codecs=(settings.codecs[0], CodecSetting("nosuchcodec")), merges=())
+    broken = replace(settings, bases=("tiny-bert",), codecs=(settings.codecs[0], CodecSetting("nosuchcodec")), merges=())
     with pytest.raises(CodecError, match="unknown codec 'nosuchcodec'"):
-        run(broken, root / "broken-results", root / "broken-work", root / "finetunes", base_dir=root / "tiny-base")
+        run(broken, root / "broken-results", root / "broken-work", root)
     assert not (root / "broken-results").exists()
+
+
+def test_unknown_base_is_one_clear_error(tmp_path: Path) -> None:
+    from benchmarks.eval.bases import base_dir
+
+    with pytest.raises(ValueError, match="^unknown base 'gpt2': choose from minilm, mpnet, tiny-bert, tiny-mpnet$"):
+        base_dir("gpt2", tmp_path)
 
 
 def test_lora_export_rows_one_per_rank(quick_run) -> None:
     results, _, settings = quick_run
-    rows = results["lora_export"]
-    assert [r["rank"] for r in rows] == [8, 16, 64] == list(settings.lora_ranks)
-    for row in rows:
-        assert row["path"] == "lora" and set(row["accuracy"]) == set(settings.tasks)
-        assert 0.0 <= row["avg_accuracy"] <= 1.0 and row["bytes_per_param"] > 0
-    assert rows[0]["bytes_per_param"] < rows[1]["bytes_per_param"] < rows[2]["bytes_per_param"]
-    assert rows[0]["rel_l2"] > rows[1]["rel_l2"] > rows[2]["rel_l2"]
-    assert "## LoRA export" in (Path(quick_run[1]) / "results" / "eval_tables.md").read_text()
+    for run in runs_of(results):
+        rows = run["lora_export"]
+        assert [r["rank"] for r in rows] == [8] == list(settings.lora_ranks)
+        for row in rows:
+            assert row["path"] == "lora" and set(row["accuracy"]) == set(settings.tasks)
+            assert 0.0 <= row["avg_accuracy"] <= 1.0 and row["bytes_per_param"] > 0 and 0.0 < row["rel_l2"] < 1.0
 
 
 def test_per_task_heads_merge_scores_each_task_like_the_in_memory_merge(quick_run) -> None:
     results, _, settings = quick_run
-    by_key = {(r["method"], r["codec"]): r for r in results["merges"]}
-    codecs = {r["codec"] for r in results["merges"]}
-    for codec in codecs:
-        per_task, in_memory = by_key[("task_arithmetic_per_task", codec)], by_key[("task_arithmetic", codec)]
+    for run in runs_of(results):
+        by_key = {(r["method"], r["codec"]): r for r in run["merges"]}
+        per_task, in_memory = by_key[("task_arithmetic_per_task", "lossless")], by_key[("task_arithmetic", "lossless")]
         assert per_task["lambda"] == in_memory["lambda"]
-        assert per_task["accuracy"] == in_memory["accuracy"]  # the same encoder bits, each task's own head
+        assert per_task["correct"] == in_memory["correct"]  # the same encoder bits, each task's own head
         assert set(per_task["accuracy"]) == set(settings.tasks)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import BertModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from benchmarks.eval.data import Example, Task
 from benchmarks.eval.model import classify
@@ -28,6 +28,7 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
+    order: tuple[int, ...]  # each row's index in the split
 
 
 def make_batches(
@@ -47,7 +48,7 @@ def make_batches(
             mask[row, : len(encoded[i])] = 1
         pad = tokenizer.pad_token_id or 0
         ids[mask == 0] = pad
-        batches.append(Batch(ids, mask, torch.tensor([examples[i][1] for i in chunk])))
+        batches.append(Batch(ids, mask, torch.tensor([examples[i][1] for i in chunk]), tuple(chunk)))
     return batches
 
 
@@ -66,16 +67,30 @@ class SplitCache:
         return self._batches[key]
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """Which examples of a split a model got right, in the split's order: ``"1"`` right, ``"0"`` wrong.
+
+    Kept per example (not only the accuracy) so that intervals can be
+    bootstrapped over examples and paired with the fp32 fine-tune's outcomes.
+    """
+
+    correct: str
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct.count("1") / max(1, len(self.correct))
+
+
 @torch.inference_mode()
-def accuracy(encoder: BertModel, head: nn.Linear, batches: list[Batch]) -> float:
-    """Fraction of examples whose argmax logit is the label."""
+def outcome(encoder: PreTrainedModel, head: nn.Linear, batches: list[Batch]) -> Outcome:
+    """Per-example correctness (argmax logit == label), back in the split's order."""
     encoder.eval(), head.eval()
-    correct = total = 0
+    right: dict[int, bool] = {}
     for batch in batches:
-        logits = classify(encoder, head, batch.input_ids, batch.attention_mask)
-        correct += int((logits.argmax(-1) == batch.labels).sum())
-        total += len(batch.labels)
-    return correct / max(1, total)
+        hits = (classify(encoder, head, batch.input_ids, batch.attention_mask).argmax(-1) == batch.labels).tolist()
+        right.update(zip(batch.order, hits))
+    return Outcome("".join("1" if right[i] else "0" for i in range(len(right))))
 
 
 def fingerprint(*modules: nn.Module) -> str:
@@ -89,18 +104,18 @@ def fingerprint(*modules: nn.Module) -> str:
 
 
 class Scorer:
-    """``accuracy`` on a ``SplitCache``, remembered by the weights' digest (identical weights, same score)."""
+    """``outcome`` on a ``SplitCache``, remembered by the weights' digest (identical weights, same score)."""
 
     def __init__(self, splits: SplitCache) -> None:
         self.splits = splits
         self.evaluated = self.reused = 0
-        self._memo: dict[tuple[str, str, str], float] = {}
+        self._memo: dict[tuple[str, str, str], Outcome] = {}
 
-    def __call__(self, encoder: BertModel, head: nn.Linear, task: str, split: str) -> float:
+    def __call__(self, encoder: PreTrainedModel, head: nn.Linear, task: str, split: str) -> Outcome:
         key = (fingerprint(encoder, head), task, split)
         if key in self._memo:
             self.reused += 1
         else:
             self.evaluated += 1
-            self._memo[key] = accuracy(encoder, head, self.splits.get(task, split))
+            self._memo[key] = outcome(encoder, head, self.splits.get(task, split))
         return self._memo[key]

@@ -1,9 +1,10 @@
-"""One command from a clean cache to the tables, JSON and plot (issue 4).
+"""One command from a clean cache to the tables, JSON and plot (issues 4 and 11).
 
-    python -m benchmarks.eval.harness            # MiniLM, three tasks (~14 min on 2 idle cores, clean cache)
-    python -m benchmarks.eval.harness --quick    # tiny random BERT, a few dozen examples (seconds)
+    python -m benchmarks.eval.harness                 # MiniLM and MPNet, three tasks, seeds 0-2 (hours on 2 cores)
+    python -m benchmarks.eval.harness --base minilm   # one base only
+    python -m benchmarks.eval.harness --quick         # tiny random BERT and MPNet, a few dozen examples (seconds)
 
-Steps: fine-tune each task (cached), push every fine-tune into a fresh
+For every base and every fine-tune seed, one run: fine-tune each task (cached), push every fine-tune into a fresh
 registry under every codec setting (``Registry.push``; RTVQ with
 ``Registry.pack`` over the lossless vectors), rebuild each with
 ``pull_checkpoint`` and score it (individual table), export each lossless
@@ -11,8 +12,11 @@ vector as a LoRA adapter per rank and score it through peft (LoRA table),
 merge the vectors from fp32 and from each chosen codec family's smallest
 setting (``Registry.merge`` for task arithmetic / TIES / consensus,
 ``Registry.pack`` + ``pull_checkpoint`` for TALL and EMR, ``pull_per_task``
-for task arithmetic with per-task heads: merge table), plot accuracy against footprint, write
-``eval_results.json``, ``eval_accuracy_vs_bytes.png`` and ``eval_tables.md``.
+for task arithmetic with per-task heads: merge table).  Every score keeps its
+per-example outcomes, so ``aggregate`` can report, per base, each row's mean over
+seeds with a bootstrap 95% interval, the smallest setting that keeps the target,
+and the codec table at fixed bit budgets.  Writes ``eval_results.json``,
+``eval_accuracy_vs_bytes.png`` and ``eval_tables.md`` after every finished run.
 """
 
 from __future__ import annotations
@@ -23,8 +27,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +38,20 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
-from transformers import BertConfig  # noqa: E402
 
+from benchmarks.eval.aggregate import summarize  # noqa: E402
+from benchmarks.eval.bases import base_dir as resolve_base  # noqa: E402
 from benchmarks.eval.data import Task, load_tasks  # noqa: E402
-from benchmarks.eval.evaluate import Scorer, SplitCache  # noqa: E402
-from benchmarks.eval.finetune import REPO_ROOT, base_model_dir, finetune_all, limit_threads  # noqa: E402
+from benchmarks.eval.evaluate import Outcome, Scorer, SplitCache  # noqa: E402
+from benchmarks.eval.finetune import REPO_ROOT, finetune_all, limit_threads  # noqa: E402
 from benchmarks.eval.merging import BaseModelTensors, head, merged_encoder  # noqa: E402
-from benchmarks.eval.model import load_encoder, load_head, load_tokenizer, read_tensors  # noqa: E402
+from benchmarks.eval.model import load_config, load_encoder, load_head, load_tokenizer, read_tensors  # noqa: E402
 from benchmarks.eval.plot import plot_accuracy_vs_bytes  # noqa: E402
-from benchmarks.eval.report import Row, fp32_table, individual_table, lora_table, merge_table  # noqa: E402
+from benchmarks.eval.report import Row, render  # noqa: E402
 from benchmarks.eval.serving import lora_row, per_task_merge  # noqa: E402
 from benchmarks.eval.settings import FP32, HarnessSettings, MergeSetting, quick_settings  # noqa: E402
+from benchmarks.eval.stats import known_mean, known_min  # noqa: E402
 from benchmarks.eval.store import StoredSet, float_names, open_fresh_registry, pack_set, push_set  # noqa: E402
-from benchmarks.eval.tiny import make_tiny_base  # noqa: E402
 from tvstore.registry import Registry  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -56,9 +60,11 @@ CACHE_DIR = REPO_ROOT / "benchmarks" / ".cache"
 
 @dataclass
 class Context:
-    """Everything the steps share: tasks, base, fine-tunes, registry, tokenized splits."""
+    """Everything one (base, seed) run's steps share: tasks, base, fine-tunes, registry, tokenized splits."""
 
     settings: HarnessSettings
+    base_name: str
+    seed: int
     tasks: dict[str, Task]
     base_dir: Path
     finetunes: dict[str, Path]
@@ -66,12 +72,14 @@ class Context:
     base: BaseModelTensors
     score: Scorer
     work_dir: Path
-    reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    reference: dict[str, dict[str, Outcome]] = field(default_factory=dict)
+    zero: dict[str, Outcome] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
 
     def log(self, message: str) -> None:
-        print(f"[{time.perf_counter() - self.started:7.1f}s] {message}", file=sys.stderr, flush=True)
+        where = f"{self.base_name} seed {self.seed}"
+        print(f"[{time.perf_counter() - self.started:7.1f}s] {where}: {message}", file=sys.stderr, flush=True)
 
     def mark(self, phase: str, since: float) -> float:
         now = time.perf_counter()
@@ -82,32 +90,36 @@ class Context:
 # ---- setup ------------------------------------------------------------------------------
 
 
-def prepare(settings: HarnessSettings, work_dir: Path, finetune_cache: Path, base_dir: Path | None) -> Context:
-    """Tasks, base (tiny one in quick mode), cached fine-tunes, a fresh registry."""
-    limit_threads()
+def prepare(settings: HarnessSettings, tasks: dict[str, Task], base_name: str, seed: int, work_dir: Path,
+            cache_dir: Path) -> Context:
+    """The base, this seed's cached fine-tunes of ``tasks`` (fixed splits), a fresh registry."""
     started = time.perf_counter()
-    tasks = load_tasks(list(settings.tasks), settings.finetune.sizes, settings.finetune.seed)
-    if base_dir is None:
-        base_dir = base_model_dir()
-    elif not (base_dir / "model.safetensors").exists():  # quick mode: build the tiny base once
-        make_tiny_base(base_dir, (text for task in tasks.values() for text, _ in task.train))
-    finetunes = finetune_all(tasks, base_dir, settings.finetune, finetune_cache)
-    registry = open_fresh_registry(work_dir / "registry", base_dir)
-    config = BertConfig.from_pretrained(str(base_dir), local_files_only=True)
-    base = BaseModelTensors(read_tensors(base_dir), config, float_names(base_dir))
-    splits = SplitCache(tasks, load_tokenizer(base_dir), settings.finetune.length_for)
-    ctx = Context(settings, tasks, base_dir, finetunes, registry, base, Scorer(splits), work_dir, started=started)
+    length_for = settings.finetune.length_for
+    base_dir = resolve_base(base_name, cache_dir / "bases", (text for t in tasks.values() for text, _ in t.train))
+    finetune = replace(settings.finetune, seed=seed)
+    finetunes = finetune_all(tasks, base_dir, finetune, cache_dir / "finetunes")
+    registry = open_fresh_registry(work_dir / base_name / f"seed{seed}" / "registry", base_dir)
+    base = BaseModelTensors(read_tensors(base_dir), load_config(base_dir), float_names(base_dir))
+    splits = SplitCache(tasks, load_tokenizer(base_dir), length_for)
+    ctx = Context(settings, base_name, seed, tasks, base_dir, finetunes, registry, base, Scorer(splits),
+                  work_dir / base_name / f"seed{seed}", started=started)
     ctx.mark("finetune_and_setup", started)
     return ctx
 
 
-def reference_accuracy(ctx: Context) -> dict[str, dict[str, float]]:
-    """Test and validation accuracy of the fp32 fine-tunes as trained (the 100%)."""
+def reference_outcomes(ctx: Context) -> dict[str, dict[str, Outcome]]:
+    """Test and validation outcomes of the fp32 fine-tunes as trained (the 100%)."""
     out = {}
     for task, ft_dir in ctx.finetunes.items():
         encoder, layer = load_encoder(ft_dir), load_head(ft_dir)
         out[task] = {split: ctx.score(encoder, layer, task, split) for split in ("test", "val")}
     return out
+
+
+def zero_outcomes(ctx: Context) -> dict[str, Outcome]:
+    """Test outcomes with tau zeroed: the base encoder with each fine-tune's own head (the 0% of "gain kept")."""
+    encoder = ctx.base.encoder_from_theta({})
+    return {task: ctx.score(encoder, load_head(ft_dir), task, "test") for task, ft_dir in ctx.finetunes.items()}
 
 
 # ---- storing and the individual table --------------------------------------------------
@@ -137,10 +149,15 @@ def pulled(ctx: Context, ref: str) -> tuple[Any, Any]:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def rebuilt_accuracy(ctx: Context, stored: StoredSet, task: str) -> float:
-    """Test accuracy of the fine-tune rebuilt from the registry."""
+def rebuilt_outcome(ctx: Context, stored: StoredSet, task: str) -> Outcome:
+    """Test outcomes of the fine-tune rebuilt from the registry."""
     encoder, layer = pulled(ctx, stored.refs[task])
     return ctx.score(encoder, layer, task, "test")
+
+
+def _fraction(value: float, reference: float) -> float | None:
+    """``value / reference``; ``None`` when the fp32 fine-tune got nothing right (a tiny quick-mode model)."""
+    return value / reference if reference else None
 
 
 def _mean(values: Any) -> float:
@@ -149,14 +166,16 @@ def _mean(values: Any) -> float:
 
 
 def individual_row(ctx: Context, spec: str, stored: StoredSet, raw_bytes_per_param: float) -> Row:
-    """One codec's row: per-task rebuilt accuracy, retained fraction, footprint, error."""
-    acc = {task: rebuilt_accuracy(ctx, stored, task) for task in ctx.tasks}
-    retained = {task: acc[task] / ctx.reference[task]["test"] for task in ctx.tasks}
+    """One codec's row: per-task rebuilt accuracy and outcomes, retained fraction, footprint, error."""
+    outcomes = {task: rebuilt_outcome(ctx, stored, task) for task in ctx.tasks}
+    acc = {task: o.accuracy for task, o in outcomes.items()}
+    retained = {task: _fraction(acc[task], ctx.reference[task]["test"].accuracy) for task in ctx.tasks}
     bpp = _mean(stored.stored_bytes[t] / stored.num_params[t] for t in ctx.tasks)
     return {
         "codec": spec, "path": stored.path, "refs": dict(stored.refs), "accuracy": acc,
-        "retained": retained, "avg_accuracy": _mean(acc.values()), "avg_retained": _mean(retained.values()),
-        "min_retained": min(retained.values()), "bytes_per_param": bpp, "ratio_vs_fp32": raw_bytes_per_param / bpp,
+        "correct": {task: o.correct for task, o in outcomes.items()},
+        "retained": retained, "avg_accuracy": _mean(acc.values()), "avg_retained": known_mean(retained.values()),
+        "min_retained": known_min(retained.values()), "bytes_per_param": bpp, "ratio_vs_fp32": raw_bytes_per_param / bpp,
         "rel_l2": _mean(stored.rel_l2.values()), "cosine": _mean(stored.cosine.values()),
     }
 
@@ -174,7 +193,7 @@ def individual_rows(ctx: Context, stored: dict[str, StoredSet]) -> list[Row]:
 def lora_rows(ctx: Context, lossless: StoredSet) -> list[Row]:
     """One row per LoRA rank: every task's lossless vector exported and scored through peft."""
     raw = float(ctx.base.tensors[ctx.base.float_names[0]].element_size())
-    reference = {task: ctx.reference[task]["test"] for task in ctx.tasks}
+    reference = {task: ctx.reference[task]["test"].accuracy for task in ctx.tasks}
     rows = []
     for rank in ctx.settings.lora_ranks:
         since = time.perf_counter()
@@ -196,12 +215,12 @@ def merge_codecs(ctx: Context, rows: list[Row]) -> list[str]:
     return chosen
 
 
-def scores(ctx: Context, encoders: dict[str, Any], heads: dict[str, Any], split: str) -> dict[str, float]:
+def scores(ctx: Context, encoders: dict[str, Any], heads: dict[str, Any], split: str) -> dict[str, Outcome]:
     return {task: ctx.score(encoders[task], heads[task], task, split) for task in ctx.tasks}
 
 
 def recipe_merge(ctx: Context, setting: MergeSetting, refs: dict[str, str], heads: dict[str, Any],
-                 chosen: dict[str, float]) -> tuple[dict[str, float], float]:
+                 chosen: dict[str, float]) -> tuple[dict[str, Outcome], float]:
     """``Registry.merge`` at each grid coefficient; the best on validation (first on ties) is scored on test.
 
     A one-point grid (or a coefficient reused from another method) skips
@@ -214,7 +233,7 @@ def recipe_merge(ctx: Context, setting: MergeSetting, refs: dict[str, str], head
         if len(grid) == 1:
             best = (coefficient, 0.0, encoder)
             break
-        avg = _mean(scores(ctx, {t: encoder for t in ctx.tasks}, heads, "val").values())
+        avg = _mean(o.accuracy for o in scores(ctx, {t: encoder for t in ctx.tasks}, heads, "val").values())
         if best is None or avg > best[1]:
             best = (coefficient, avg, encoder)
     assert best is not None
@@ -223,7 +242,7 @@ def recipe_merge(ctx: Context, setting: MergeSetting, refs: dict[str, str], head
     return scores(ctx, {t: encoder for t in ctx.tasks}, heads, "test"), coefficient
 
 
-def pack_merge(ctx: Context, setting: MergeSetting, refs: dict[str, str], heads: dict[str, Any]) -> dict[str, float]:
+def pack_merge(ctx: Context, setting: MergeSetting, refs: dict[str, str], heads: dict[str, Any]) -> dict[str, Outcome]:
     """TALL/EMR: ``Registry.pack`` over the codec's vectors, each task rebuilt with ``pull_checkpoint``."""
     packed = pack_set(ctx.registry, setting.method, refs, **setting.params)
     return {task: ctx.score(pulled(ctx, packed.refs[task])[0], heads[task], task, "test") for task in ctx.tasks}
@@ -244,29 +263,25 @@ def merge_rows_for(ctx: Context, spec: str, stored: StoredSet) -> list[Row]:
             acc = per_task_merge(ctx.registry, setting, stored, coefficient, ctx.work_dir, ctx.score)
         else:
             acc, coefficient = recipe_merge(ctx, setting, stored.refs, heads, chosen)
-        normalized = {task: acc[task] / ctx.reference[task]["test"] for task in ctx.tasks}
+        correct = {task: o.correct for task, o in acc.items()}
+        acc = {task: o.accuracy for task, o in acc.items()}
+        normalized = {task: _fraction(acc[task], ctx.reference[task]["test"].accuracy) for task in ctx.tasks}
         rows.append({
-            "method": setting.label, "codec": spec, "lambda": coefficient, "accuracy": acc,
-            "avg_accuracy": _mean(acc.values()), "normalized": normalized, "avg_normalized": _mean(normalized.values()),
+            "method": setting.label, "codec": spec, "lambda": coefficient, "accuracy": acc, "correct": correct,
+            "avg_accuracy": _mean(acc.values()), "normalized": normalized, "avg_normalized": known_mean(normalized.values()),
         })
         ctx.log(f"merge {setting.label} from {spec}: avg {rows[-1]['avg_accuracy']:.4f} ({time.perf_counter() - since:.1f}s)")
     return rows
 
 
-def merge_rows(ctx: Context, stored: dict[str, StoredSet], codecs: list[str],
-               checkpoint: Callable[[list[Row]], None] = lambda rows: None) -> list[Row]:
-    """The merge table: every method from fp32 and from each chosen codec, with ratio to the fp32 merge.
-
-    ``checkpoint`` is called after each codec's rows, so a long run that dies
-    late still leaves the rows it measured on disk.
-    """
+def merge_rows(ctx: Context, stored: dict[str, StoredSet], codecs: list[str]) -> list[Row]:
+    """The merge table: every method from fp32 and from each chosen codec, with ratio to the fp32 merge."""
     rows: list[Row] = []
     for spec in codecs:
         since = time.perf_counter()
         rows += merge_rows_for(ctx, spec, stored[spec])
         ctx.mark(f"merges from {spec}", since)
-        add_vs_fp32(rows)
-        checkpoint(rows)
+    add_vs_fp32(rows)
     return rows
 
 
@@ -281,97 +296,92 @@ def add_vs_fp32(rows: list[Row]) -> None:
 # ---- the run ----------------------------------------------------------------------------------
 
 
-def summary(individual: list[Row], merges: list[Row]) -> dict[str, Any]:
-    """The numbers the issue's closing note quotes: each family at its smallest footprint, each merge."""
-    smallest: dict[str, Row] = {}
-    for row in individual:
-        family = row["codec"].partition(":")[0]
-        if family not in smallest or row["bytes_per_param"] < smallest[family]["bytes_per_param"]:
-            smallest[family] = row
-    return {
-        "smallest_per_family": {
-            f: {k: r[k] for k in ("codec", "bytes_per_param", "avg_accuracy", "avg_retained", "min_retained")}
-            for f, r in smallest.items()
-        },
-        "merges": {f"{r['method']} <- {r['codec']}": r.get("avg_accuracy") for r in merges},
-    }
-
-
-def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, finetune_cache: Path,
-        base_dir: Path | None = None) -> dict[str, Any]:
-    """The whole harness; returns what it writes to ``out_dir/eval_results.json``."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    ctx = prepare(settings, work_dir, finetune_cache, base_dir)
-    lora: list[Row] = []
-
-    def results(individual: list[Row], merges: list[Row], complete: bool) -> dict[str, Any]:
-        ctx.timings["total"] = round(time.perf_counter() - ctx.started, 1)
-        return {
-            "settings": asdict(settings), "tasks": list(ctx.tasks), "fp32": ctx.reference, "complete": complete,
-            "individual": individual, "lora_export": lora, "merges": merges, "summary": summary(individual, merges),
-            "timings_s": dict(ctx.timings), "torch_threads": torch.get_num_threads(),
-            "evaluations": {"run": ctx.score.evaluated, "reused_identical_weights": ctx.score.reused},
-        }
-
+def run_seed(settings: HarnessSettings, tasks: dict[str, Task], base_name: str, seed: int, work_dir: Path,
+             cache_dir: Path) -> dict[str, Any]:
+    """One base, one fine-tune seed: every table, each score with its per-example outcomes."""
+    ctx = prepare(settings, tasks, base_name, seed, work_dir, cache_dir)
     try:
         since = time.perf_counter()
-        ctx.reference = reference_accuracy(ctx)
-        ctx.log(f"fp32 fine-tunes: {ctx.reference}")
+        ctx.reference, ctx.zero = reference_outcomes(ctx), zero_outcomes(ctx)
+        accuracy = {task: round(o["test"].accuracy, 3) for task, o in ctx.reference.items()}
+        ctx.log(f"fp32 fine-tunes {accuracy}, tau zeroed {({t: round(o.accuracy, 3) for t, o in ctx.zero.items()})}")
         stored = store_all(ctx)
         since = ctx.mark("push", since)
         individual = individual_rows(ctx, stored)
         since = ctx.mark("individual", since)
-        lora += lora_rows(ctx, stored[FP32])
+        lora = lora_rows(ctx, stored[FP32])
         since = ctx.mark("lora_export", since)
-        write_outputs(results(individual, [], False), out_dir)
-        merges = merge_rows(ctx, stored, merge_codecs(ctx, individual),
-                            checkpoint=lambda rows: write_outputs(results(individual, rows, False), out_dir))
+        merges = merge_rows(ctx, stored, merge_codecs(ctx, individual))
         ctx.mark("merges", since)
     finally:
         ctx.registry.close()
-    final = results(individual, merges, True)
-    write_outputs(final, out_dir)
-    return final
+    ctx.timings["total"] = round(time.perf_counter() - ctx.started, 1)
+    return {
+        "base": base_name, "seed": seed,
+        "fp32": {t: {split: o.accuracy for split, o in r.items()} for t, r in ctx.reference.items()},
+        "fp32_correct": {t: r["test"].correct for t, r in ctx.reference.items()},
+        "zero": {t: o.accuracy for t, o in ctx.zero.items()}, "zero_correct": {t: o.correct for t, o in ctx.zero.items()},
+        "individual": individual, "lora_export": lora, "merges": merges, "timings_s": dict(ctx.timings),
+        "evaluations": {"run": ctx.score.evaluated, "reused_identical_weights": ctx.score.reused},
+    }
+
+
+def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, cache_dir: Path) -> dict[str, Any]:
+    """Every base x seed, then the per-base summaries; writes the outputs after every finished run.
+
+    A run that fails raises before anything is written for it, so the files
+    on disk only ever hold finished runs of this invocation (``complete`` says
+    whether every base and seed is in).
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started, threads = time.perf_counter(), torch.get_num_threads()
+    limit_threads(settings.threads)
+    results: dict[str, Any] = {"settings": asdict(settings), "tasks": list(settings.tasks), "complete": False,
+                               "bases": {}, "torch_threads": torch.get_num_threads()}
+    try:
+        tasks = load_tasks(list(settings.tasks), settings.finetune.sizes, settings.split_seed)
+        for base_name in settings.bases:
+            runs: list[dict[str, Any]] = []
+            for seed in settings.seeds:
+                runs.append(run_seed(settings, tasks, base_name, seed, work_dir, cache_dir))
+                results["bases"][base_name] = {"runs": runs, "summary": summarize(runs, settings)}
+                results["total_seconds"] = round(time.perf_counter() - started, 1)
+                write_outputs(results, out_dir)
+    finally:
+        torch.set_num_threads(threads)
+    results["complete"] = True
+    write_outputs(results, out_dir)
+    return results
 
 
 def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
     """eval_results.json, eval_accuracy_vs_bytes.png, eval_tables.md (prefixed: other benchmarks share the folder)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval_results.json").write_text(json.dumps(results, indent=2, default=str))
-    fp32_avg = _mean(v["test"] for v in results["fp32"].values())
-    title = f"Rebuilt fine-tunes ({', '.join(results['tasks'])}): accuracy vs footprint"
-    plot_accuracy_vs_bytes(results["individual"], fp32_avg, out_dir / "eval_accuracy_vs_bytes.png", title)
+    (out_dir / "eval_results.json").write_text(json.dumps(results, indent=1, default=str))
+    summaries = {name: b["summary"] for name, b in results["bases"].items()}
+    title = f"Rebuilt fine-tunes ({', '.join(results['tasks'])}): accuracy vs footprint, mean over seeds"
+    plot_accuracy_vs_bytes(summaries, out_dir / "eval_accuracy_vs_bytes.png", title)
     (out_dir / "eval_tables.md").write_text(render(results) + "\n")
-
-
-def render(results: dict[str, Any]) -> str:
-    """All tables as text (printed, and saved as tables.md for the README)."""
-    tasks = results["tasks"]
-    parts = [
-        "## fp32 fine-tunes (accuracy)", fp32_table(results["fp32"], tasks),
-        "## Individual: rebuilt fine-tune accuracy per codec", individual_table(results["individual"], tasks),
-        "## Merges (normalized = merged / fp32 individual fine-tune)", merge_table(results["merges"], tasks),
-    ]
-    if results.get("lora_export"):
-        parts[4:4] = ["## LoRA export (Registry.to_lora, merged back by peft)", lora_table(results["lora_export"], tasks)]
-    parts.append(f"timings (s): {results['timings_s']}")
-    if "evaluations" in results:
-        parts.append(f"split evaluations: {results['evaluations']}")
-    return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny random BERT, a few dozen examples (seconds)")
+    parser.add_argument("--quick", action="store_true", help="tiny random BERT and MPNet, a few dozen examples (seconds)")
+    parser.add_argument("--base", action="append", help="base model to run (repeatable; default: every base)")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results, quick: .cache/quick/results)")
-    parser.add_argument("--work", type=Path, help="scratch folder for the registry (default under benchmarks/.cache)")
+    parser.add_argument("--work", type=Path, help="scratch folder for the registries (default under benchmarks/.cache)")
     args = parser.parse_args(argv)
+    settings = quick_settings() if args.quick else HarnessSettings()
+    if args.base:
+        unknown = sorted(set(args.base) - set(settings.bases))
+        if unknown:
+            parser.error(f"unknown base {unknown[0]!r}: choose from {', '.join(settings.bases)}")
+        settings = replace(settings, bases=tuple(args.base))
     if args.quick:
         work = args.work or CACHE_DIR / "quick"
-        results = run(quick_settings(), args.out or work / "results", work, work / "finetunes", base_dir=work / "tiny-base")
+        results = run(settings, args.out or work / "results", work, work)
     else:
-        work = args.work or CACHE_DIR / "harness"
-        results = run(HarnessSettings(), args.out or RESULTS_DIR, work, CACHE_DIR / "finetunes")
+        results = run(settings, args.out or RESULTS_DIR, args.work or CACHE_DIR / "harness", CACHE_DIR)
     print(render(results))
     return 0
 

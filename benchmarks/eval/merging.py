@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from transformers import BertConfig, BertModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from benchmarks.eval.model import HEAD_BIAS, HEAD_WEIGHT, encoder_from_tensors
 from benchmarks.eval.settings import MergeSetting
@@ -26,10 +26,10 @@ from tvstore.registry import Registry
 class BaseModelTensors:
     """The base checkpoint held in memory (read once, shared by every merged encoder)."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], config: BertConfig, float_names: list[str]) -> None:
+    def __init__(self, tensors: dict[str, torch.Tensor], config: PretrainedConfig, float_names: list[str]) -> None:
         self.tensors, self.config, self.float_names = tensors, config, float_names
 
-    def encoder_from_theta(self, theta: Mapping[str, torch.Tensor]) -> BertModel:
+    def encoder_from_theta(self, theta: Mapping[str, torch.Tensor]) -> PreTrainedModel:
         """An encoder from full weights ``theta``; tensors it lacks come from the base."""
         return encoder_from_tensors(self.config, {name: theta.get(name, base) for name, base in self.tensors.items()})
 
@@ -53,7 +53,7 @@ def merge_recipe(setting: MergeSetting, refs: Mapping[str, str], coefficient: fl
 
 
 def merged_encoder(registry: Registry, base: BaseModelTensors, setting: MergeSetting, refs: Mapping[str, str],
-                   coefficient: float) -> BertModel:
+                   coefficient: float) -> PreTrainedModel:
     """One multi-task encoder: ``Registry.merge(recipe)`` read tensor by tensor (base float tensors only)."""
     merged = registry.merge(merge_recipe(setting, refs, coefficient))
     return base.encoder_from_theta({name: merged[name] for name in base.float_names})

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from tvstore.checkpoint import open_checkpoint
 
@@ -28,7 +28,7 @@ HEAD_NAMES = (HEAD_WEIGHT, HEAD_BIAS)
 WEIGHTS_FILE = "model.safetensors"
 
 
-def classify(encoder: BertModel, head: nn.Linear, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def classify(encoder: PreTrainedModel, head: nn.Linear, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Logits: encoder, mean pooling over real (unpadded) tokens, linear head.
 
     A free function so that any encoder (fine-tuned, rebuilt, merged) can be
@@ -41,9 +41,9 @@ def classify(encoder: BertModel, head: nn.Linear, input_ids: torch.Tensor, atten
 
 
 class Classifier(nn.Module):
-    """BERT encoder plus a linear head on mean-pooled token embeddings (what fine-tuning trains)."""
+    """Encoder (BERT, MPNet) plus a linear head on mean-pooled token embeddings (what fine-tuning trains)."""
 
-    def __init__(self, encoder: BertModel, num_labels: int) -> None:
+    def __init__(self, encoder: PreTrainedModel, num_labels: int) -> None:
         super().__init__()
         self.encoder = encoder
         self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
@@ -63,15 +63,21 @@ def base_tensor_names(base_dir: Path) -> list[str]:
         return ckpt.names()
 
 
-def encoder_from_tensors(config: BertConfig, tensors: dict[str, torch.Tensor]) -> BertModel:
-    """A ``BertModel`` whose weights are ``tensors`` (extra names ignored).
+def load_config(model_dir: Path) -> PretrainedConfig:
+    """The checkpoint's config (BERT, MPNet, ...), read from its directory only."""
+    return AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+
+
+def encoder_from_tensors(config: PretrainedConfig, tensors: dict[str, torch.Tensor]) -> PreTrainedModel:
+    """The bare encoder of ``config``'s family (``BertModel``, ``MPNetModel``) with weights ``tensors``.
 
     Loaded by hand instead of ``from_pretrained`` so that a sharded directory
     written by the registry, a single file, or an in-memory merge all go the
     same way, and so that a missing encoder tensor is an error, not a silent
     random initialisation.
     """
-    model = BertModel(config, add_pooling_layer="pooler.dense.weight" in tensors)
+    model_class = AutoModel._model_mapping[type(config)]  # the family's bare encoder class
+    model = model_class(config, add_pooling_layer="pooler.dense.weight" in tensors)
     wanted = model.state_dict()
     state = {name: tensors[name] for name in wanted if name in tensors}
     missing = sorted(set(wanted) - set(state))
@@ -87,10 +93,9 @@ def read_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
         return {name: ckpt.get(name) for name in ckpt.names()}
 
 
-def load_encoder(model_dir: Path) -> BertModel:
+def load_encoder(model_dir: Path) -> PreTrainedModel:
     """The encoder stored in a checkpoint directory."""
-    config = BertConfig.from_pretrained(str(model_dir), local_files_only=True)
-    return encoder_from_tensors(config, read_tensors(model_dir))
+    return encoder_from_tensors(load_config(model_dir), read_tensors(model_dir))
 
 
 def load_head(model_dir: Path) -> nn.Linear:

@@ -1,4 +1,4 @@
-"""Tables of what the harness measured: plain-text for the terminal, dicts for JSON.
+"""Tables of what the harness measured: plain-text for the terminal, dicts for JSON, and the README block.
 
 Rows are plain dicts so that the JSON file, the printed table and the test
 all read the same structure.  A cell with no value (a merge without a
@@ -7,7 +7,10 @@ coefficient) prints as ``n/a``; a codec or method that fails stops the run.
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 NA = "n/a"
@@ -32,42 +35,144 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join([line(headers), rule, *(line(r) for r in cells)])
 
 
-def individual_table(rows: list[Row], tasks: Sequence[str]) -> str:
-    """Task x codec: rebuilt accuracy vs fp32, bytes/param, ratio vs fp32, rel L2."""
-    headers = ["codec", "path", *tasks, "avg", "retained", "bytes/param", "x vs fp32", "rel L2"]
-    table = []
-    for row in rows:
-        acc = row.get("accuracy") or {}
-        table.append(
-            [row["codec"], row.get("path") or NA, *(acc.get(t) for t in tasks), row.get("avg_accuracy"),
-             row.get("avg_retained"), row.get("bytes_per_param"), row.get("ratio_vs_fp32"), row.get("rel_l2")]
-        )
-    return format_table(headers, table)
+def interval(cell: dict[str, float | None], percent: bool = False) -> str:
+    """``0.944 [0.925, 0.961]``, or ``99.3% [98.1, 100.4]`` for fractions of fp32."""
+    if cell.get("value") is None:
+        return NA
+    if percent:
+        return f"{cell['value']:.1%} [{cell['low']:.1%}, {cell['high']:.1%}]"
+    return f"{cell['value']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}]"
 
 
-def lora_table(rows: list[Row], tasks: Sequence[str]) -> str:
-    """Rank x task: accuracy of the fine-tune exported as a LoRA adapter and merged back by peft."""
-    headers = ["rank", *tasks, "avg", "retained", "bytes/param", "x vs fp32", "rel L2"]
-    table = [[row["rank"], *(row["accuracy"].get(t) for t in tasks), row["avg_accuracy"], row["avg_retained"],
-              row["bytes_per_param"], row["ratio_vs_fp32"], row["rel_l2"]] for row in rows]
-    return format_table(headers, table)
+def _kept(cell: dict[str, Any]) -> list[str]:
+    return [interval(cell["accuracy"]), interval(cell["retained"], True), interval(cell["gain_kept"], True)]
 
 
-def fp32_table(reference: dict[str, dict[str, float]], tasks: Sequence[str]) -> str:
-    """The fp32 fine-tunes themselves (the 100% every other number is measured against)."""
-    rows = [[split, *(reference[t][split] for t in tasks)] for split in ("test", "val")]
-    return format_table(["split", *tasks], rows)
+def fp32_summary_table(summary: Row, tasks: Sequence[str]) -> str:
+    """Per task: fp32 test accuracy (mean and each seed) and the tau-zeroed model's (gain kept's 0%)."""
+    rows = [[t, summary["fp32"][t]["fp32"], " / ".join(f"{a:.3f}" for a in summary["fp32"][t]["fp32_seeds"]),
+             summary["fp32"][t]["zero"]] for t in tasks]
+    return format_table(["task", "fp32 (mean)", "fp32 per seed", "tau zeroed"], rows)
 
 
-def merge_table(rows: list[Row], tasks: Sequence[str]) -> str:
-    """Method x source codec: absolute and normalized accuracy, and vs the same merge from fp32."""
-    headers = ["method", "from codec", "lambda", *tasks, "avg", *(f"norm {t}" for t in tasks), "norm avg", "vs fp32 merge"]
-    table = []
-    for row in rows:
-        acc, norm = row.get("accuracy") or {}, row.get("normalized") or {}
-        table.append(
-            [row["method"], row["codec"], row.get("lambda"), *(acc.get(t) for t in tasks), row.get("avg_accuracy"),
-             *(norm.get(t) for t in tasks), row.get("avg_normalized"), row.get("vs_fp32_merge")]
-        )
-    return format_table(headers, table)
+def target_table(summary: Row, tasks: Sequence[str]) -> str:
+    """Per task (and all at once): the smallest setting whose means keep the target, with its intervals."""
+    rows = []
+    for key in [*tasks, "all"]:
+        row = summary["target"]["smallest"][key]
+        if row is None:
+            rows.append([key, "none meets it", NA, NA, NA, NA])
+            continue
+        cell = row["average"] if key == "all" else row["tasks"][key]
+        rows.append([key if key != "all" else "all tasks (average)", row["codec"], f"{row['bits_per_param']:.3f}", *_kept(cell)])
+    return format_table(["task", "smallest setting", "bits/param", "accuracy", "retained", "gain kept"], rows)
 
+
+def budget_table(summary: Row) -> str:
+    """Per bit budget, each family's most accurate setting within it (averages over tasks, intervals)."""
+    rows = [[budget, r["codec"], f"{r['bits_per_param']:.3f}", *_kept(r["average"]),
+             f"{min(c['retained']['value'] for c in r['tasks'].values()):.1%}"]
+            for budget, found in summary["budgets"].items() for r in found]
+    return format_table(["budget (bit/param)", "codec", "bits/param", "avg accuracy", "avg retained", "avg gain kept",
+                         "worst task retained"], rows)
+
+
+def settings_table(summary: Row, tasks: Sequence[str]) -> str:
+    """Every setting: per-task accuracy and the averages, all with intervals."""
+    rows = [[r["codec"], r["path"], f"{r['bits_per_param']:.3f}", *(interval(r["tasks"][t]["accuracy"]) for t in tasks),
+             interval(r["average"]["retained"], True), interval(r["average"]["gain_kept"], True), r["rel_l2"]]
+            for r in summary["individual"]]
+    return format_table(["codec", "path", "bits/param", *tasks, "avg retained", "avg gain kept", "rel L2"], rows)
+
+
+def merge_summary_table(summary: Row) -> str:
+    """Every merge method x source codec: normalized accuracy (merged / fp32 fine-tune) with intervals."""
+    rows = [[r["method"], r["codec"], "/".join(f"{x:g}" for x in r["lambdas"]) or NA, interval(r["average"]["accuracy"]),
+             interval(r["average"]["retained"], True), r.get("vs_fp32_merge")] for r in summary["merges"]]
+    return format_table(["method", "from codec", "lambda", "avg accuracy", "normalized", "vs fp32 merge"], rows)
+
+
+def lora_summary_table(summary: Row) -> str:
+    rows = [[r["rank"], r["avg_accuracy"], r["avg_retained"], r["min_retained"], 8 * r["bytes_per_param"], r["rel_l2"]]
+            for r in summary["lora_export"]]
+    return format_table(["rank", "avg accuracy", "avg retained", "worst retained", "bits/param", "rel L2"], rows)
+
+
+def target_heading(summary: Row) -> str:
+    t = summary["target"]
+    return f"smallest setting keeping >= {t['retained']:.0%} of fp32 accuracy and >= {t['gain_kept']:.0%} of the gain"
+
+
+def base_sections(name: str, summary: Row, tasks: Sequence[str]) -> list[str]:
+    """The headline tables of one base (what the README shows)."""
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    return [
+        f"### {name}: fp32 fine-tunes (test accuracy; seeds {seeds})", fp32_summary_table(summary, tasks),
+        f"### {name}: {target_heading(summary)} (means over seeds, bootstrap 95% intervals)", target_table(summary, tasks),
+        f"### {name}: codecs at {' / '.join(summary['budgets'])} bit per parameter", budget_table(summary),
+    ]
+
+
+def render(results: Row) -> str:
+    """Every table of every base as text (printed, and saved as eval_tables.md)."""
+    tasks = results["tasks"]
+    parts = [f"complete: {results['complete']} (bases {', '.join(results['bases'])}; {results.get('total_seconds')} s)"]
+    for name, base in results["bases"].items():
+        summary = base["summary"]
+        parts += base_sections(name, summary, tasks)
+        parts += [f"### {name}: every setting", settings_table(summary, tasks),
+                  f"### {name}: merges (normalized = merged / fp32 fine-tune)", merge_summary_table(summary),
+                  f"### {name}: LoRA export (Registry.to_lora, merged back by peft)", lora_summary_table(summary),
+                  f"{name}: {summary['seconds']:.0f} s over {len(summary['seeds'])} runs"]
+    return "\n\n".join(parts)
+
+
+README_BEGIN, README_END = "<!-- eval:begin -->", "<!-- eval:end -->"
+
+
+def readme_block(results: Row | None, source: str) -> str:
+    """The README's evaluation figures, from ``source`` (a results file ``make eval`` wrote), or why there are none."""
+    lines = [README_BEGIN, f"<!-- generated by `python -m benchmarks.eval.report --readme` from {source}: edit that, not this -->", ""]
+    if results is None:
+        lines.append(f"No results of this harness yet: `make eval` writes {source}.")
+    elif "bases" not in results:
+        lines.append(f"No results of this harness yet: {source} is from the single-seed harness before issue 11 "
+                     "(one base, the drug-review task, no intervals); `make eval` replaces it.")
+    else:
+        if not results["complete"]:
+            lines.append(f"Partial run (bases so far: {', '.join(results['bases'])}).")
+        for name, base in results["bases"].items():
+            lines += ["", *(part + "\n" for part in base_sections(name, base["summary"], results["tasks"]))]
+        plot = source.replace("eval_results.json", "eval_accuracy_vs_bytes.png")
+        lines += [f"All tables: `{source.replace('eval_results.json', 'eval_tables.md')}`.", "",
+                  f"![accuracy vs stored bits per parameter]({plot})"]
+    return "\n".join([*lines, "", README_END])
+
+
+def update_readme(readme: Path, results_path: Path) -> bool:
+    """Rewrite the block between the eval markers of ``readme`` from ``results_path``; True if it changed."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} block")
+    results = json.loads(results_path.read_text()) if results_path.exists() else None
+    head, _, rest = text.partition(README_BEGIN)
+    _, _, tail = rest.partition(README_END)
+    new = head + readme_block(results, f"benchmarks/results/{results_path.name}") + tail
+    readme.write_text(new)
+    return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--readme``: copy the evaluation tables from ``benchmarks/results/eval_results.json`` into README.md."""
+    root = Path(__file__).resolve().parents[2]
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--readme", action="store_true", required=True)
+    parser.add_argument("--results", type=Path, default=root / "benchmarks" / "results" / "eval_results.json")
+    args = parser.parse_args(argv)
+    changed = update_readme(root / "README.md", args.results)
+    print("README.md updated" if changed else "README.md already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

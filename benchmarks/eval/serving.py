@@ -23,12 +23,13 @@ from benchmarks.eval.merging import merge_recipe
 from benchmarks.eval.model import HEAD_NAMES, load_encoder, load_head
 from benchmarks.eval.report import Row
 from benchmarks.eval.settings import MergeSetting
+from benchmarks.eval.stats import known_mean, known_min
 from benchmarks.eval.store import StoredSet, slug
 from tvstore.checkpoint.peft import PREFIX, WEIGHTS_NAME
 from tvstore.registry import Registry
 from tvstore.util.refs import parse_ref
 
-Score = Callable[[Any, Any, str, str], float]
+Score = Callable[[Any, Any, str, str], Any]  # evaluate.Scorer: returns an Outcome
 
 
 def adapter_model(base_dir: Path, adapter: Path) -> tuple[Any, Any]:
@@ -48,27 +49,28 @@ def adapter_model(base_dir: Path, adapter: Path) -> tuple[Any, Any]:
 def lora_row(registry: Registry, stored: StoredSet, rank: int, base_dir: Path, work_dir: Path, score: Score,
              reference: Mapping[str, float], raw_bytes_per_param: float) -> Row:
     """Every task's lossless vector exported at ``rank`` and scored through peft."""
-    acc, bpp, errors = {}, [], []
+    acc, correct, bpp, errors = {}, {}, [], []
     for task, ref in stored.refs.items():
         out = work_dir / "lora"
         shutil.rmtree(out, ignore_errors=True)
         export = registry.to_lora(ref, out, rank=rank)
-        acc[task] = score(*adapter_model(base_dir, out), task, "test")
+        outcome = score(*adapter_model(base_dir, out), task, "test")
+        acc[task], correct[task] = outcome.accuracy, outcome.correct
         bpp.append((out / WEIGHTS_NAME).stat().st_size / stored.num_params[task])
         errors.append(export.rel_l2)
         shutil.rmtree(out, ignore_errors=True)
-    retained = {t: acc[t] / reference[t] for t in acc}
+    retained = {t: acc[t] / reference[t] if reference[t] else None for t in acc}
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return {
-        "rank": rank, "path": "lora", "accuracy": acc, "retained": retained, "avg_accuracy": mean(list(acc.values())),
-        "avg_retained": mean(list(retained.values())), "min_retained": min(retained.values()),
+        "rank": rank, "path": "lora", "accuracy": acc, "correct": correct, "retained": retained, "avg_accuracy": mean(list(acc.values())),
+        "avg_retained": known_mean(retained.values()), "min_retained": known_min(retained.values()),
         "bytes_per_param": mean(bpp), "ratio_vs_fp32": raw_bytes_per_param / mean(bpp), "rel_l2": mean(errors),
     }
 
 
 def per_task_merge(registry: Registry, setting: MergeSetting, stored: StoredSet, coefficient: float,
-                   work_dir: Path, score: Score) -> dict[str, float]:
-    """Task arithmetic saved with its heads dropped, pulled once per task with that task's own head."""
+                   work_dir: Path, score: Score) -> dict[str, Any]:
+    """Task arithmetic saved with its heads dropped, pulled once per task with that task's own head (outcomes)."""
     recipe = {**merge_recipe(setting, stored.refs, coefficient), "extra_tensors": "drop"}
     info = registry.save_merge(f"{setting.label}.{slug(stored.codec)}", recipe)
     out = work_dir / "per_task"

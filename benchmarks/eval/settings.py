@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.eval.data import Sizes
+from benchmarks.eval.data import DEFAULT_TASKS, Sizes
 from benchmarks.eval.finetune import FinetuneSettings
 
 FP32 = "lossless"
@@ -81,6 +81,9 @@ CODECS: tuple[CodecSetting, ...] = (
     CodecSetting("svdmix:rank=16,top=4"),
     CodecSetting("rtvq:bits=1.0,clip=mse", group=True),
     CodecSetting("mixed:bits=0.5", group=True),
+    # issue 11's budget table: the cross-codec allocator at 0.25 and 1 bit/param/task too
+    CodecSetting("mixed:bits=0.25", group=True),
+    CodecSetting("mixed:bits=1.0", group=True),
 )
 
 MERGES: tuple[MergeSetting, ...] = (
@@ -109,28 +112,54 @@ PUBLISHED_POINTS: tuple[tuple[str, float], ...] = (
 PUBLISHED_SPANS: tuple[tuple[str, float, float], ...] = (("ComPEFT 8-50x", 32.0 / 50, 32.0 / 8),)
 
 
+#: the bit budgets (bits per parameter per task) of the codec table
+BUDGETS: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What "keeps the fine-tune" means (issue 11): both fractions at least these, per task."""
+
+    retained: float = 0.99  # accuracy / fp32 accuracy
+    gain_kept: float = 0.95  # (accuracy - tau zeroed) / (fp32 - tau zeroed)
+
+
 @dataclass(frozen=True)
 class HarnessSettings:
-    """A whole run: tasks, fine-tune schedule, evaluation length, what to measure."""
+    """A whole run: bases, seeds, tasks, fine-tune schedule, evaluation length, what to measure."""
 
-    tasks: tuple[str, ...] = ("bbc", "tweets", "drugs")
+    bases: tuple[str, ...] = ("minilm", "mpnet")
+    #: fine-tune seeds (head init and batch order); the splits stay fixed by ``split_seed``
+    seeds: tuple[int, ...] = (0, 1, 2)
+    split_seed: int = 0
+    tasks: tuple[str, ...] = DEFAULT_TASKS
     finetune: FinetuneSettings = FinetuneSettings()  # its max lengths are the evaluation's too
     codecs: tuple[CodecSetting, ...] = CODECS
     merges: tuple[MergeSetting, ...] = MERGES
     merge_families: tuple[str, ...] = MERGE_FAMILIES
     lora_ranks: tuple[int, ...] = LORA_RANKS
+    budgets: tuple[float, ...] = BUDGETS
+    target: Target = Target()
+    #: torch threads (capped at two); the quick mode's tiny matrices run faster on one
+    threads: int = 2
 
 
 def quick_settings() -> HarnessSettings:
-    """A seconds-long run (the test mode): tiny splits, a few steps, five codec settings, every merge method."""
+    """A seconds-long run (the test mode): both tiny bases x three seeds, tiny splits, a few steps.
+
+    Every kind of step stays (push and pack codecs, LoRA, recipe, pack and
+    per-task merges) but each with the fewest settings that exercise it, merges
+    from fp32 only, one torch thread: six runs in well under a minute.
+    """
     sizes = Sizes(train=48, val=16, test=24)
     finetune = FinetuneSettings(steps=4, batch_size=8, max_length=32, warmup_steps=1, sizes=sizes, max_lengths=())
-    keep = (FP32, "quant:bits=4", "rtvq:base_bits=3,offset_bits=2", "ternary:density=0.1")
-    # the tiny model's headers alone cost ~2 bits/param/task, so its bit-budget row asks for 2.5, not 1
-    codecs = tuple(c for c in CODECS if c.spec in keep) + (CodecSetting("rtvq:bits=2.5", group=True),)
-    merges = tuple(
-        MergeSetting(m.label, m.kind, m.method, m.params, grid=(0.2, 0.5) if len(m.grid) > 1 else m.grid, lambda_from=m.lambda_from)
-        for m in MERGES
+    keep = (FP32, "quant:bits=4", "rtvq:base_bits=3,offset_bits=2")
+    codecs = tuple(c for c in CODECS if c.spec in keep)
+    merges = (
+        MergeSetting("task_arithmetic", "recipe", "task_arithmetic", grid=(0.2, 0.5)),
+        MergeSetting("tall_mask", "pack", "tall", params={"lambda": 0.4}),
+        MergeSetting("task_arithmetic_per_task", "per_task", "task_arithmetic", lambda_from="task_arithmetic"),
     )
-    # merges from lossless (pushed) and RTVQ (packed) cover both ways vectors are stored
-    return HarnessSettings(finetune=finetune, codecs=codecs, merges=merges, merge_families=("rtvq",))
+    # the tiny models' headers alone cost bits per parameter, so their budgets are larger than MiniLM's
+    return HarnessSettings(bases=("tiny-bert", "tiny-mpnet"), finetune=finetune, codecs=codecs, merges=merges,
+                           merge_families=(), lora_ranks=(8,), budgets=(8.0, 16.0, 32.0), threads=1)

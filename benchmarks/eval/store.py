@@ -19,7 +19,7 @@ from tvstore.checkpoint import open_checkpoint
 from tvstore.ops.info import VectorInfo
 from tvstore.registry import Registry
 
-BASE_NAME = "minilm"
+BASE_NAME = "base"  # each run's registry holds one base model (MiniLM, MPNet, a tiny one)
 
 
 @dataclass
@@ -48,7 +48,7 @@ def slug(spec: str) -> str:
 
 
 def open_fresh_registry(home: Path, base_dir: Path) -> Registry:
-    """A brand-new registry at ``home`` holding the base as ``minilm``."""
+    """A brand-new registry at ``home`` holding the run's base model as ``base``."""
     shutil.rmtree(home, ignore_errors=True)
     registry = Registry.open(home=home)
     registry.init()

@@ -1,4 +1,4 @@
-"""A tiny randomly initialised BERT with a WordPiece vocabulary written from the task texts.
+"""A tiny randomly initialised BERT or MPNet with a WordPiece vocabulary written from the task texts.
 
 The quick mode (and the test) must run the whole harness in seconds and with
 nothing but the task data: no MiniLM, no hub.  The vocabulary is the most
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, MPNetConfig, MPNetModel
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -35,20 +35,27 @@ def build_vocab(texts: Iterable[str], max_words: int = 400) -> list[str]:
     return list(dict.fromkeys(vocab))
 
 
-def make_tiny_base(out_dir: Path, texts: Iterable[str], seed: int = 0) -> Path:
-    """Write a 2-layer, 32-wide BERT checkpoint directory with its tokenizer."""
+#: the two families the harness compares, each as (config class, model class, tokenizer class)
+FAMILIES = {"bert": (BertConfig, BertModel, "BertTokenizer"), "mpnet": (MPNetConfig, MPNetModel, "MPNetTokenizer")}
+
+
+def make_tiny_base(out_dir: Path, texts: Iterable[str], seed: int = 0, family: str = "bert") -> Path:
+    """Write a 2-layer, 32-wide checkpoint directory of ``family`` with its tokenizer."""
+    config_class, model_class, tokenizer_class = FAMILIES[family]
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab = build_vocab(texts)
     (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 64}
+    tokenizer_config = {"tokenizer_class": tokenizer_class, "do_lower_case": True, "model_max_length": 64,
+                        "bos_token": "[CLS]", "eos_token": "[SEP]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                        "pad_token": "[PAD]", "unk_token": "[UNK]", "mask_token": "[MASK]"}
     (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
-    config = BertConfig(
+    config = config_class(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
+        intermediate_size=64, max_position_embeddings=66, pad_token_id=0,
     )
     config.save_pretrained(str(out_dir))
     torch.manual_seed(seed)
-    model = BertModel(config)
+    model = model_class(config)
     tensors = {name: t.detach().contiguous().clone() for name, t in model.state_dict().items()}
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     return out_dir
