@@ -12,6 +12,7 @@ Order of work, chosen so bad input costs nothing and a crash exposes nothing:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,12 @@ from tvstore.blobs import BlobStore
 from tvstore.checkpoint import Checkpoint, open_checkpoint
 from tvstore.checkpoint.digest import manifest_digest, tensor_digest
 from tvstore.checkpoint.prefix import strip_prefix
+from tvstore.checkpoint.reader import TensorInfo
 from tvstore.tensors.codec_plan import CodecPlan
-from tvstore.tensors.encode import ABSENT, EncodedTensor, encode_delta, encode_extra
+from tvstore.tensors.encode import ABSENT, EncodedTensor, encode_delta, encode_extra, encode_finetune
 from tvstore.errors import InvalidCheckpointError
 from tvstore.tensors.metrics import ErrorStats
-from tvstore.util.parallel import ordered_map
+from tvstore.util.parallel import budgeted_map, default_workers
 from tvstore.util.progress import Progress, no_progress
 from tvstore.tensors.sources import BaseSource
 
@@ -182,13 +184,11 @@ def push_finetune(
             target = ft.get(tname)
             if tname in extras:
                 return store_tensor(encode_extra(tname, target), blobs), tensor_digest(target)
-            b = base.get(tname)
-            tau = target - b
-            enc = encode_delta(tname, tau, plan.codec_for(tname), exact_target=(target, b))
+            enc = encode_finetune(tname, target, lambda: base.get(tname), plan.codec_for(tname))
             return store_tensor(enc, blobs), tensor_digest(target)
 
         plan.check([base.info(n) for n in _float_names(base)])
-        _run(work, _float_names(base) + extras, pending, digests, progress, f"pushing {name}")
+        _run(work, _float_names(base) + extras, ft.info, pending, digests, progress, f"pushing {name}")
         pending.tensors += _absent(ft, base)
         pending.source_digest = manifest_digest(digests + _non_float_digests(ft, base))
         return pending
@@ -222,7 +222,7 @@ def push_difference(
             return store_tensor(encode_delta(tname, tb - ta, plan.codec_for(tname)), blobs), ""
 
         plan.check([base.info(n) for n in _float_names(base)])
-        _run(work, _float_names(base) + extras, pending, [], progress, f"pushing {name}")
+        _run(work, _float_names(base) + extras, b.info, pending, [], progress, f"pushing {name}")
         pending.parent_digests = {
             "from": (str(from_path), manifest_digest(da + _non_float_digests(a, base))),
             "to": (str(to_path), manifest_digest(db + _non_float_digests(b, base))),
@@ -230,9 +230,27 @@ def push_difference(
         return pending
 
 
-def _run(work, names: list[str], pending: PendingVector, digests: list, progress: Progress, label: str) -> None:
+#: tensors encoded at once may hold this many times the largest tensor's bytes of input: the largest runs
+#: beside small ones, never beside another large one (a tensor's encoding holds ~3.5x its size at its peak)
+IN_FLIGHT_BUDGET = 1.25
+#: workers beyond the cores: a local blob's fsync blocks its worker for milliseconds without using a core,
+#: and the budget, not the worker count, bounds memory
+IO_WORKERS = 2
+
+
+def push_workers() -> int:
+    return default_workers() + IO_WORKERS
+
+
+def _run(
+    work, names: list[str], info: Callable[[str], TensorInfo], pending: PendingVector, digests: list,
+    progress: Progress, label: str,
+) -> None:
+    """``work`` over ``names`` in parallel, in a memory budget set by the largest tensor, results in order."""
+    size = {n: info(n).nbytes for n in names}
+    budget = int(IN_FLIGHT_BUDGET * max(size.values(), default=0))
     with progress(label, len(names)) as advance:
-        for stored, digest in ordered_map(work, names):
+        for stored, digest in budgeted_map(work, names, size.__getitem__, budget, push_workers()):
             pending.tensors.append(stored)
             if digest:
                 digests.append((stored.name, digest))

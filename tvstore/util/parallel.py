@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -75,4 +75,50 @@ def ordered_map(
                 yield pending.popleft().result()
         finally:
             for fut in pending:
+                fut.cancel()
+
+
+def budgeted_map(
+    fn: Callable[[T], R], items: Sequence[T], cost: Callable[[T], int], budget: int,
+    workers: int | None = None, prefix: str = "tvstore",
+) -> Iterator[R]:
+    """``map(fn, items)`` on a thread pool, results in input order, the work running at once costing at most ``budget``.
+
+    For work whose memory grows with its item (a tensor being encoded): a
+    window of items, as :func:`ordered_map` keeps, costs a window of the
+    *largest* items at worst, so a model's few huge tensors (embeddings, the
+    LM head) running side by side set the peak. Here items start largest
+    first, each only while the items running with it fit in ``budget`` (an
+    item alone always starts), and smaller items fill the other workers
+    beside a large one. Results are small and kept until their turn.
+    """
+    workers = workers or default_workers()
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    costs = [cost(item) for item in items]
+    waiting = sorted(range(len(items)), key=lambda k: -costs[k])
+    running: dict[Future[R], int] = {}
+    done: dict[int, R] = {}
+    used, turn = 0, 0
+    with tensor_pool(workers, prefix) as pool:
+        try:
+            while turn < len(items):
+                while waiting and len(running) < workers:
+                    k = next((k for k in waiting if not running or used + costs[k] <= budget), None)
+                    if k is None:
+                        break
+                    waiting.remove(k)
+                    running[pool.submit(fn, items[k])] = k
+                    used += costs[k]
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    k = running.pop(fut)
+                    used -= costs[k]
+                    done[k] = fut.result()
+                while turn in done:
+                    yield done.pop(turn)
+                    turn += 1
+        finally:
+            for fut in running:
                 fut.cancel()
