@@ -390,7 +390,7 @@ def _pending_using(digest: str, size: int) -> dict:
     tensor = {"name": "w0", "role": "delta", "dtype": "F32", "shape": [48, 48], "codec": {"id": "lossless"},
               "raw_bytes": 9216, "stored_bytes": size, "stats": {"ref_sq": 1.0, "rec_sq": 1.0, "err_sq": 0.0, "dot": 1.0},
               "components": [{"codec": {"id": "lossless"}, "blob": digest, "blob_size": size, "scale": 1.0,
-                              "mask_blob": None, "mask_size": 0, "kind": "full", "mask_name": None}]}
+                              "mask_blob": None, "mask_size": 0, "kind": "add", "mask_name": None}]}
     return {"name": "tampered", "base": "b", "kind": "finetune", "plan": {"id": "lossless"}, "source_digest": None,
             "parent_digests": {}, "codec_config": None, "tensors": [tensor]}
 

@@ -215,7 +215,8 @@ class RemoteRegistry:
         return ModelCard(**card)
 
     def delta_tensors(self, ref: str, head_from: str | None = None) -> VectorSource | RecipeSource:
-        """A stored vector's blobs, or a saved recipe rebuilt here from its inputs' (each read with this token)."""
+        """A stored vector read from its blobs, or a merge saved as its recipe rebuilt here from its inputs
+        (each input's rows fetched with this client's token, so a narrowed token must cover them all)."""
         from tvstore.ops.heads import task_inputs
         from tvstore.ops.merges import recipe_source
         from tvstore.tensors.sources import VectorSource
