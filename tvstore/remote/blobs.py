@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from tvstore.blobs.base import BlobStore, check_digest, digest_bytes
 from tvstore.errors import UsageError
-from tvstore.remote.client import Client, checked
+from tvstore.remote.client import BUCKET_RETRY_STATUS, Client, checked
 
 
 class RemoteBlobStore(BlobStore):
@@ -38,7 +38,7 @@ class RemoteBlobStore(BlobStore):
 
     def _upload(self, digest: str, data: bytes, presigned: str | None) -> None:
         if presigned:
-            checked(self.client.send(self.client.plain, "PUT", presigned, True, content=data))
+            checked(self.client.send(self.client.plain, "PUT", presigned, True, BUCKET_RETRY_STATUS, content=data))
         else:
             self.client.call("PUT", f"/api/blobs/{digest}", content=data)
         with self._lock:
@@ -49,7 +49,7 @@ class RemoteBlobStore(BlobStore):
         check_digest(digest)
         response = self.client.send(self.client.http, "GET", f"/api/blobs/{digest}", True, follow_redirects=False)
         if response.status_code == 307:  # a presigned URL: fetch from the bucket without our token
-            response = self.client.send(self.client.plain, "GET", response.headers["location"], True)
+            response = self.client.send(self.client.plain, "GET", response.headers["location"], True, BUCKET_RETRY_STATUS)
         return checked(response).content
 
     def exists(self, digest: str) -> bool:

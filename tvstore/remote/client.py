@@ -17,7 +17,9 @@ from tvstore import errors
 from tvstore.errors import TvstoreError
 
 RETRIES = 4
-RETRY_STATUS = {502, 503, 504}
+RETRY_STATUS = frozenset({502, 503, 504})
+#: a bucket behind a presigned URL: S3 asks clients to retry its InternalError (500) too, as boto3 does
+BUCKET_RETRY_STATUS = RETRY_STATUS | {500}
 TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 _BY_KIND = {
     "UsageError": errors.UsageError, "CodecError": errors.CodecError, "NotFoundError": errors.NotFoundError,
@@ -47,8 +49,10 @@ class Client:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.call(method, path, **kwargs).json()
 
-    def send(self, http: httpx.Client, method: str, url: str, retry: bool | None, **kwargs: Any) -> httpx.Response:
-        """``http.request`` with retries for idempotent requests (GET/PUT/DELETE unless told otherwise)."""
+    def send(self, http: httpx.Client, method: str, url: str, retry: bool | None,
+             statuses: frozenset[int] = RETRY_STATUS, **kwargs: Any) -> httpx.Response:
+        """``http.request`` with retries for idempotent requests (GET/PUT/DELETE unless told otherwise),
+        on dropped connections and the ``statuses`` that mean "try again"."""
         attempts = RETRIES if (retry if retry is not None else method in ("GET", "PUT", "HEAD", "DELETE")) else 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
@@ -58,7 +62,7 @@ class Client:
                 if last:
                     raise TvstoreError(f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
             else:
-                if response.status_code not in RETRY_STATUS or last:
+                if response.status_code not in statuses or last:
                     return response
             time.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
