@@ -66,9 +66,10 @@ def rebuild_paragraph(r: dict) -> str:
             f"{c} {p['mb_s_per_core']:.0f} MB/s of bf16 input per core, peak memory {p['x_largest']:.1f}x the largest "
             f"tensor" for c, p in push.items()) + ". "
     if r.get("zipnn"):
-        ours, zip_, info = r["zipnn"][0], r["zipnn"][1], r["zipnn"][-1]
-        text += (f"Lossless on the same bf16 deltas ({info['raw_mib']:.0f} MiB): ratio {ours['ratio']:.3f} vs ZipNN's "
-                 f"{zip_['ratio']:.3f}, decode {ours['decode_mb_s']:.0f} vs {zip_['decode_mb_s']:.0f} MB/s on one core. ")
+        ours, *peers, info = r["zipnn"]
+        text += (f"Lossless on the same fine-tune ({info['raw_mib']:.0f} MiB, one core): {ours['tool']} ratio "
+                 f"{ours['ratio']:.3f}, decode {ours['decode_mb_s']:.0f} MB/s; " + "; ".join(
+                     f"{p['tool']} {p['ratio']:.3f}, {p['decode_mb_s']:.0f} MB/s" for p in peers) + ". ")
     return text + "Table: `benchmarks/results/rebuild.md`."
 
 

@@ -173,7 +173,9 @@ def test_non_float_tensors_must_match_the_base(registry: Registry, tmp_path: Pat
 
 
 def test_bf16_push_is_bit_exact_despite_rounding(registry: Registry, tmp_path: Path) -> None:
-    """bf16 ``base + (ft - base)`` misses ft for some entries; the fix component restores them."""
+    """bf16 ``base + (ft - base)`` misses ft for some entries; the one ``xor`` component rebuilds ft exactly.
+
+    Its tau is still the bf16 ``ft - base`` that merges read."""
     g = torch.Generator().manual_seed(1)
     base = {"w": (torch.randn(256, 64, generator=g) * 0.05).bfloat16(), "z": torch.zeros(8, dtype=torch.bfloat16)}
     ft = {"w": (base["w"].float() + torch.randn(256, 64, generator=g) * 1e-3).bfloat16(), "z": -torch.zeros(8, dtype=torch.bfloat16)}
@@ -182,7 +184,10 @@ def test_bf16_push_is_bit_exact_despite_rounding(registry: Registry, tmp_path: P
     save_file(ft, tmp_path / "ft.safetensors")
     registry.add_base("b", tmp_path / "base.safetensors")
     registry.push("v", tmp_path / "ft.safetensors", base="b")
-    assert {t.name: t.components for t in registry.tensors("v")} == {"w": 2, "z": 2}
+    assert {t.name: t.components for t in registry.tensors("v")} == {"w": 1, "z": 1}
+    source = registry.delta_tensors("v")
+    assert [c.kind for c in source.components("w")] == ["xor"]
+    assert torch.equal(source.get("w").view(torch.int16), (ft["w"] - base["w"]).view(torch.int16))
     registry.pull_checkpoint("v", tmp_path / "out")
     assert_bit_equal(load_file(tmp_path / "out" / "model.safetensors"), ft)
 

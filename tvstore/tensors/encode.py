@@ -15,9 +15,10 @@ import torch
 from tvstore.codecs import Codec
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.masks import encode_mask
+from tvstore.codecs.planes import int_view
 from tvstore.codecs.raw import Raw
 from tvstore.tensors.codec_plan import AutoCodec
-from tvstore.codecs.encoded import ADD, FIX, EncodedComponent
+from tvstore.codecs.encoded import ADD, FIX, XOR, EncodedComponent
 from tvstore.errors import InvalidCheckpointError
 from tvstore.tensors.metrics import CHUNK, ErrorStats, chunks, sum_of_squares
 
@@ -125,7 +126,8 @@ def check_finite(name: str, tensor: torch.Tensor, what: str, sum_sq: float | Non
 def encode_delta(
     name: str, tau: torch.Tensor, codec: Codec | AutoCodec, exact_target: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> EncodedTensor:
-    """Encode ``tau``; with ``exact_target=(target, base)`` an exact codec also gets a fix-up."""
+    """Encode ``tau``; with ``exact_target=(target, base)`` an exact codec rebuilds ``target`` bit for bit
+    (``lossless``: the ``xor`` form; another exact codec: tau plus a fix-up)."""
     if exact_target is not None:
         target, base = exact_target
         return encode_finetune(name, target, lambda: base, codec, tau)
@@ -142,6 +144,11 @@ def encode_finetune(
     settled, are freed before the codec allocates its buffers: what a push
     holds per tensor at its peak is tau and the codec's own work.
     """
+    if isinstance(codec, Lossless) and target.is_floating_point():  # the xor form, if the dtypes agree
+        b = base()
+        if b.dtype == target.dtype:
+            return _encode_xor(name, target, b, codec, tau)
+        base = lambda: b  # noqa: E731  (read once: a fine-tune in another dtype keeps tau + fix)
     if isinstance(codec, AutoCodec):  # exact or not is known only after the choice
         diff = difference(target, base(), tau)
         return _encode(name, diff.tau, codec, diff.sum_sq, lambda: _fix(target, diff.miss))
@@ -150,6 +157,25 @@ def encode_finetune(
     tau, sum_sq = diff.tau, diff.sum_sq
     del diff
     return _encode(name, tau, codec, sum_sq, lambda: fix)
+
+
+def xor_component(target: torch.Tensor, base: torch.Tensor, codec: Lossless) -> EncodedComponent:
+    """The exact form of a fine-tune in the base's dtype: its bits XOR the base's, losslessly coded.
+
+    A rebuild is one XOR (no float add, no fix-up), and small changes leave
+    the sign and exponent bits equal, so the top byte plane is mostly zero.
+    """
+    return EncodedComponent(codec.get_config(), codec.encode(_bits(target) ^ _bits(base)), kind=XOR)
+
+
+def _encode_xor(name: str, target: torch.Tensor, base: torch.Tensor, codec: Lossless,
+                tau: torch.Tensor | None) -> EncodedTensor:
+    diff = difference(target, base, tau, misses=False)  # tau's norm: the stats, and the finiteness check
+    check_finite(name, diff.tau, "the delta", diff.sum_sq)
+    stats = ErrorStats(diff.sum_sq, diff.sum_sq, 0.0, diff.sum_sq)
+    del diff
+    components = [xor_component(target, base, codec)]
+    return EncodedTensor(name, DELTA, target.dtype, tuple(target.shape), codec.get_config(), components, stats)
 
 
 def _encode(
