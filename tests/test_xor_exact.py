@@ -85,9 +85,11 @@ def test_lossless_push_is_one_xor_per_tensor_and_pulls_bit_exact(registry: Regis
     assert all(torch.equal(bits(tau[n]), bits(ft[n] - base[n])) for n in ft)
 
 
-def test_merges_read_the_same_tau_from_xor_and_from_add_plus_fix(registry: Registry, tmp_path: Path) -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)  # fp32: tau rebuilt in the merge's buffer
+def test_merges_read_the_same_tau_from_xor_and_from_add_plus_fix(registry: Registry, tmp_path: Path,
+                                                                  dtype: torch.dtype) -> None:
     """The ``raw`` exact codec still stores tau + fix: a merge of either form gives the same bits."""
-    base, ft = pair(torch.bfloat16, seed=7)
+    base, ft = pair(dtype, seed=7)
     registry.add_base("b", saved(tmp_path, "base", base))
     ft_path = saved(tmp_path, "ft", ft)
     registry.push("x", ft_path, base="b", codec="lossless")

@@ -74,8 +74,7 @@ def delta(components: Sequence[Component], shape: tuple[int, ...], dtype: torch.
     an intermediate tensor. ``base`` is called only for an ``xor`` component.
     """
     if any(c.kind == XOR for c in components):
-        tau = _xor_delta(components, fetch, base)
-        return tau if out is None else out.copy_(tau)
+        return _xor_delta(components, fetch, base, out)
     adds = [c for c in components if c.kind == ADD]
     if out is not None:
         return _delta_into(adds, shape, dtype, fetch, out)
@@ -107,11 +106,16 @@ def _delta_into(adds: Sequence[Component], shape: tuple[int, ...], dtype: torch.
     return out
 
 
-def _xor_delta(components: Sequence[Component], fetch: Fetch, base: BaseFetch | None) -> torch.Tensor:
+def _xor_delta(components: Sequence[Component], fetch: Fetch, base: BaseFetch | None,
+               out: torch.Tensor | None) -> torch.Tensor:
+    """``theta - base`` in the stored dtype; theta is rebuilt in ``out`` itself when it has that dtype (no copy)."""
     if base is None:
         raise TvstoreError("internal error: an xor component's tau needs the base tensor")
     b = base()
-    return rebuild(b, components, fetch) - b
+    if out is not None and out.dtype == b.dtype and out.is_contiguous():
+        return rebuild(out.copy_(b), components, fetch, in_place=True).sub_(b)
+    tau = rebuild(b, components, fetch).sub_(b)
+    return tau if out is None else out.copy_(tau)
 
 
 def rebuild(base: torch.Tensor, components: Sequence[Component], fetch: Fetch, in_place: bool = False) -> torch.Tensor:
