@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tvstore import Registry
-from tvstore.codecs.quant import _padded64, group_ranges, group_view_shape, min_max_params, quantize, quantize_blocks
+from tvstore.codecs.quant import Quant, _padded64, group_ranges, group_view_shape, min_max_params, quantize, quantize_blocks
 from tvstore.tensors.encode import difference
 from tvstore.tensors.metrics import CHUNK, ErrorStats
 from tvstore.util.parallel import budgeted_map
@@ -45,6 +45,8 @@ def test_difference_is_the_plain_subtraction_with_its_misses_and_sum_of_squares(
     assert int(missed.sum()) > 0 and diff.miss is not None and torch.equal(diff.miss, missed)
     assert diff.sum_sq == pytest.approx(float(torch.sum(tau.double() ** 2)), rel=1e-6)
     assert difference(target, base, misses=False).miss is None
+    alone = difference(target, base, misses=False, keep_tau=False)  # the sums only, tau a chunk at a time
+    assert alone.tau.numel() == 0 and alone.miss is None and alone.sum_sq == diff.sum_sq
 
 
 def test_difference_of_an_exact_sum_has_no_misses() -> None:
@@ -80,6 +82,20 @@ def test_blockwise_quantization_gives_the_whole_array_codes(shape, granularity: 
     lo, hi = group_ranges(flat, groups, width)
     assert np.array_equal(lo, x.min(axis=1)) and np.array_equal(hi, x.max(axis=1))
     assert np.array_equal(quantize_blocks(flat, groups, width, params, 4), quantize(x, params, 4))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6], ids=["float32-decode", "float64-decode"])
+@pytest.mark.parametrize("granularity,group_size", [("tensor", 128), ("channel", 128), ("group", 128), ("group", 40_000)])
+def test_quant_blocks_decode_bitwise_as_the_whole_tensor(granularity: str, group_size: int, offset: float) -> None:
+    x = torch.randn(3, 90_001, generator=torch.Generator().manual_seed(4), dtype=torch.float64) + offset
+    codec = Quant(bits=8, granularity=granularity, group_size=group_size)
+    payload = codec.encode(x.float())
+    whole = codec.decode(payload, (3, 90_001), torch.bfloat16).reshape(-1)
+    blocks = list(codec.decode_blocks(payload, (3, 90_001), torch.bfloat16))
+    assert len(blocks) > 1 and torch.equal(bits(torch.cat(blocks)), bits(whole))
+    by_blocks, by_whole = ErrorStats.of_blocks(x, blocks), ErrorStats.of(x, whole)
+    assert by_blocks.rel_l2 > 0 and by_blocks.rel_l2 == pytest.approx(by_whole.rel_l2, rel=1e-12)  # sums split differently
+    assert by_blocks.cosine == pytest.approx(by_whole.cosine, rel=1e-12)
 
 
 def test_budgeted_map_keeps_input_order_and_never_runs_past_its_budget() -> None:

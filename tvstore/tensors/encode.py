@@ -7,7 +7,7 @@ stores what it returns.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -66,9 +66,12 @@ class Difference:
 
 
 def difference(
-    target: torch.Tensor, base: torch.Tensor, tau: torch.Tensor | None = None, misses: bool = True
+    target: torch.Tensor, base: torch.Tensor, tau: torch.Tensor | None = None, misses: bool = True,
+    keep_tau: bool = True,
 ) -> Difference:
     """``target - base`` (unless ``tau`` is given), its misses (unless not wanted) and its sum of squares, in one pass.
+
+    ``keep_tau=False``: only the sums are wanted; tau is made a chunk at a time and ``Difference.tau`` is empty.
 
     The pass walks the tensors in cache-sized chunks, so the rebuilt sum and the
     float64 copies a chunk needs never reach main memory: ~5x faster than the
@@ -77,12 +80,17 @@ def difference(
     """
     t = target.detach().contiguous().reshape(-1)
     b = base.detach().contiguous().reshape(-1)
-    out = torch.empty_like(t) if tau is None else tau.detach().contiguous().reshape(-1)
+    if tau is not None:
+        out = tau.detach().contiguous().reshape(-1)
+    else:
+        out = torch.empty(t.numel() if keep_tau else min(CHUNK, t.numel()), dtype=t.dtype)
+    scratch = tau is None and not keep_tau
     miss = torch.empty(t.numel() if misses else 0, dtype=torch.bool)
     rebuilt = torch.empty(min(CHUNK, t.numel()) if misses else 0, dtype=t.dtype)
     sum_sq = 0.0
     for part in chunks(t.numel()):
-        tc, bc, dc = t[part], b[part], out[part]
+        tc, bc = t[part], b[part]
+        dc = out[: tc.numel()] if scratch else out[part]
         if tau is None:
             torch.sub(tc, bc, out=dc)
         if misses:
@@ -91,7 +99,8 @@ def difference(
             torch.ne(_bits(rc), _bits(tc), out=miss[part])
         sum_sq += sum_of_squares(dc)
     shape = target.shape
-    return Difference(out.reshape(shape), miss.reshape(shape) if bool(miss.any()) else None, sum_sq)
+    kept = out[:0] if scratch else out.reshape(shape)
+    return Difference(kept, miss.reshape(shape) if bool(miss.any()) else None, sum_sq)
 
 
 def _fix(target: torch.Tensor, miss: torch.Tensor | None) -> EncodedComponent | None:
@@ -147,7 +156,12 @@ def encode_finetune(
     if isinstance(codec, Lossless) and target.is_floating_point():  # the xor form, if the dtypes agree
         b = base()
         if b.dtype == target.dtype:
-            return _encode_xor(name, target, b, codec, tau)
+            sum_sq = difference(target, b, tau, misses=False, keep_tau=False).sum_sq  # the stats; finiteness
+            if not math.isfinite(sum_sq):
+                check_finite(name, target - b if tau is None else tau, "the delta", sum_sq)
+            bits = _bits(target) ^ _bits(b)
+            del b  # freed before the codec's planes arrive: the xor bits and the codec's work are the peak
+            return _encoded_xor(name, target, bits, codec, sum_sq)
         base = lambda: b  # noqa: E731  (read once: a fine-tune in another dtype keeps tau + fix)
     if isinstance(codec, AutoCodec):  # exact or not is known only after the choice
         diff = difference(target, base(), tau)
@@ -165,16 +179,17 @@ def xor_component(target: torch.Tensor, base: torch.Tensor, codec: Lossless) -> 
     A rebuild is one XOR (no float add, no fix-up), and small changes leave
     the sign and exponent bits equal, so the top byte plane is mostly zero.
     """
-    return EncodedComponent(codec.get_config(), codec.encode(_bits(target) ^ _bits(base)), kind=XOR)
+    return _xor_coded(_bits(target) ^ _bits(base), codec)
 
 
-def _encode_xor(name: str, target: torch.Tensor, base: torch.Tensor, codec: Lossless,
-                tau: torch.Tensor | None) -> EncodedTensor:
-    diff = difference(target, base, tau, misses=False)  # tau's norm: the stats, and the finiteness check
-    check_finite(name, diff.tau, "the delta", diff.sum_sq)
-    stats = ErrorStats(diff.sum_sq, diff.sum_sq, 0.0, diff.sum_sq)
-    del diff
-    components = [xor_component(target, base, codec)]
+def _xor_coded(bits: torch.Tensor, codec: Lossless) -> EncodedComponent:
+    return EncodedComponent(codec.get_config(), codec.encode(bits), kind=XOR)
+
+
+def _encoded_xor(name: str, target: torch.Tensor, bits: torch.Tensor, codec: Lossless, sum_sq: float) -> EncodedTensor:
+    """The xor form of ``target`` (``bits``: its bits XOR the base's); stats are tau's (``sum_sq``), rel L2 0."""
+    stats = ErrorStats(sum_sq, sum_sq, 0.0, sum_sq)
+    components = [_xor_coded(bits, codec)]
     return EncodedTensor(name, DELTA, target.dtype, tuple(target.shape), codec.get_config(), components, stats)
 
 
@@ -190,12 +205,20 @@ def _encode(
         stats = exact_stats if codec.exact else chosen_stats
     else:
         payload = codec.encode(tau)
-        stats = exact_stats if codec.exact else ErrorStats.of(tau, codec.decode(payload, tuple(tau.shape), tau.dtype))
+        stats = exact_stats if codec.exact else ErrorStats.of_blocks(tau, _decoded(codec, payload, tau))
     components = [EncodedComponent(codec.get_config(), payload, kind=ADD)]
     extra = fix() if codec.exact else None
     if extra is not None:
         components.append(extra)
     return EncodedTensor(name, DELTA, tau.dtype, tuple(tau.shape), codec.get_config(), components, stats)
+
+
+def _decoded(codec: Codec, payload: bytes, tau: torch.Tensor) -> Iterable[torch.Tensor]:
+    """What ``payload`` decodes to, block by block where the codec can (no whole decoded copy), else whole."""
+    blocks = getattr(codec, "decode_blocks", None)
+    if blocks is not None:
+        return blocks(payload, tuple(tau.shape), tau.dtype)
+    return [codec.decode(payload, tuple(tau.shape), tau.dtype)]
 
 
 def encode_extra(name: str, tensor: torch.Tensor) -> EncodedTensor:

@@ -13,7 +13,7 @@ tensor's memory, ~180 MB/s through main memory), at ~1.5 GB/s.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -38,14 +38,29 @@ class ErrorStats:
         if approx is exact:
             sq = sum_of_squares(x)
             return cls(sq, sq, 0.0, sq)
-        y = approx.detach().contiguous().reshape(-1)
-        if x.numel() != y.numel():
-            raise ValueError(f"cannot compare {x.numel()} entries with {y.numel()}")
-        total = cls()
-        for part in chunks(x.numel()):
-            xs, ys = x[part].to(torch.float64), y[part].to(torch.float64)
-            diff = xs - ys
-            total += cls(_dot(xs, xs), _dot(ys, ys), _dot(diff, diff), _dot(xs, ys))
+        return cls.of_blocks(x, [approx])
+
+    @classmethod
+    def of_blocks(cls, exact: torch.Tensor, blocks: Iterable[torch.Tensor]) -> ErrorStats:
+        """:meth:`of` with the reconstruction given as consecutive blocks of its flattened entries.
+
+        A codec that decodes block by block (``Quant.decode_blocks``) is then
+        measured without a decoded copy of the whole tensor.
+        """
+        x = exact.detach().contiguous().reshape(-1)
+        total, start = cls(), 0
+        for block in blocks:
+            y = block.detach().contiguous().reshape(-1)
+            if start + y.numel() > x.numel():
+                raise ValueError(f"cannot compare {x.numel()} entries with {start + y.numel()} or more")
+            for part in chunks(y.numel()):
+                xs = x[start + part.start : start + part.stop].to(torch.float64)
+                ys = y[part].to(torch.float64)
+                diff = xs - ys
+                total += cls(_dot(xs, xs), _dot(ys, ys), _dot(diff, diff), _dot(xs, ys))
+            start += y.numel()
+        if start != x.numel():
+            raise ValueError(f"cannot compare {x.numel()} entries with {start}")
         return total
 
     def __iadd__(self, other: ErrorStats) -> ErrorStats:
