@@ -24,7 +24,7 @@ $(CHROMIUM):
 	apt-get update -q && apt-get install -y -q chromium
 
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # Every performance table in benchmarks/results/ (markdown + JSON), then the README's figures from them.
 # Generated models and registries go to BENCH_WORK (models are cached there; registries are rebuilt).
