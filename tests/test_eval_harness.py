@@ -100,10 +100,25 @@ def test_target_and_budget_tables(quick_run) -> None:
         assert list(summary["target"]["smallest"]) == [*settings.tasks, "all"]
         assert list(summary["budgets"]) == ["8", "16", "32"]
         for budget, rows in summary["budgets"].items():
-            assert all(r["bits_per_param"] <= float(budget) for r in rows)
+            assert all(r["bits_per_param"] <= float(budget) for r in rows)  # no quick setting asks for these budgets
             assert len({r["codec"].partition(":")[0] for r in rows}) == len(rows)  # one setting per family
         assert "lossless" in [r["codec"] for r in summary["budgets"]["32"]]
         assert "lossless" not in [r["codec"] for r in summary["budgets"]["16"]]
+
+
+def test_a_budget_setting_stays_in_its_budget_even_a_little_above() -> None:
+    from benchmarks.eval.aggregate import at_budgets
+
+    def row(codec: str, path: str, bits: float, acc: float) -> dict:
+        return {"codec": codec, "path": path, "bits_per_param": bits, "average": {"accuracy": {"value": acc}}}
+
+    rows = [row("mixed:bits=0.5", "pack", 0.503, 0.9), row("quant:bits=2", "push", 0.58, 0.95),
+            row("sign:density=0.05", "push", 0.31, 0.8), row("rtvq:bits=1.0", "pack", 1.2, 0.93)]
+    table = at_budgets(rows, (0.25, 0.5, 1.0))
+    assert {k: [r["codec"] for r in v] for k, v in table.items()} == {
+        "0.25": [], "0.5": ["mixed:bits=0.5", "sign:density=0.05"],
+        "1": ["quant:bits=2", "rtvq:bits=1.0", "mixed:bits=0.5", "sign:density=0.05"],
+    }
 
 
 def test_group_codecs_are_registry_packs(quick_run) -> None:
