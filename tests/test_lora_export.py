@@ -153,3 +153,30 @@ def test_cli_reports_each_module(registry, cli, tiny, tmp_path: Path) -> None:
     text = cli("pull", "alpha", "--lora", "--rank", "2", "--out", tmp_path / "b").stdout
     assert text.startswith(f"wrote LoRA adapter of alpha@1 to {tmp_path / 'b'}: 15 modules, rank 2, rel L2 ")
     assert "encoder.layer.0.attention.self.query" in text and "kept energy" in text
+
+
+def test_relative_attention_bias_exports_as_an_embedding_peft_applies(registry, tmp_path: Path) -> None:
+    """MPNet's (and T5's) ``relative_attention_bias`` is an ``nn.Embedding`` without "embed" in its name.
+
+    Exported as a Linear, PEFT would wrap it as an embedding, find no ``lora_embedding_*`` keys and drop the
+    change; exported as an embedding, the merged model carries it.
+    """
+    from transformers import MPNetConfig, MPNetModel
+
+    config = MPNetConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=40, relative_attention_num_buckets=8)
+    torch.manual_seed(0)
+    model = MPNetModel(config)
+    model.save_pretrained(tmp_path / "base")
+    name = "encoder.relative_attention_bias.weight"
+    with torch.no_grad():
+        model.encoder.relative_attention_bias.weight.add_(torch.randn(8, 1) @ torch.randn(1, 4))  # rank 1
+    model.save_pretrained(tmp_path / "ft")
+    registry.add_base("mpnet", tmp_path / "base")
+    registry.push("ft", tmp_path / "ft", base="mpnet")
+    export = registry.to_lora("ft", tmp_path / "lora", rank=2)
+    assert {m.module: m.kind for m in export.modules}["encoder.relative_attention_bias"] == "embedding"
+    peft_model = peft.PeftModel.from_pretrained(MPNetModel.from_pretrained(tmp_path / "base"), tmp_path / "lora")
+    merged = peft_model.merge_and_unload().state_dict()[name]
+    want = MPNetModel.from_pretrained(tmp_path / "ft").state_dict()[name]
+    assert torch.allclose(merged, want, atol=1e-5)

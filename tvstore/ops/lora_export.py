@@ -15,7 +15,8 @@ allows, so LoRA in -> LoRA out gives the same factors back.
 Module naming follows :mod:`tvstore.checkpoint.peft` (the reader of the same
 format): keys are ``base_model.model.<base tensor name minus .weight>``, so
 the adapter loads onto the model class the base checkpoint was saved from.
-Weights whose module name says embedding (``*embed*``, ``wte``, ``wpe``) are
+Weights whose module name says embedding (``*embed*``, ``wte``, ``wpe``, and the
+``relative_attention_bias`` tables of T5 and MPNet) are
 exported as ``lora_embedding_A/B``; every other 2-D weight as a Linear.
 Tensors the base lacks (a new head) go whole into ``modules_to_save``, which
 PEFT restores when the model class has that module. What an adapter cannot
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
     Source = VectorSource | RecipeSource  # a stored vector, or a merge saved as its recipe
 
-_EMBEDDING_WORDS = ("embed", "wte", "wpe")
+_EMBEDDING_WORDS = ("embed", "wte", "wpe", "relative_attention_bias")  # the last: nn.Embedding in T5, MPNet
 
 
 @dataclass(frozen=True)
