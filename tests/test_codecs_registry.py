@@ -74,7 +74,7 @@ def test_codec_rules_by_tensor_name(cli, tiny) -> None:
     cli("base", "add", "bert", tiny.base)
     out = cli("push", "alpha", tiny.finetunes["alpha"], "--base", "bert", "--codec", "quant:bits=4",
               "--codec-for", "*LayerNorm*=lossless", "--codec-for", "embeddings.*=quant:bits=8", "--json")
-    assert json.loads(out.stdout)["codec"]["rules"][0] == {"match": "*LayerNorm*", "id": "lossless", "level": 3}
+    assert json.loads(out.stdout)["codec"]["rules"][0] == {"match": "*LayerNorm*", "id": "lossless", "level": 1}
     shown = json.loads(cli("show", "alpha", "--tensors", "--json").stdout)["tensors"]
     by_name = {t["name"]: (t["codec"]["id"], t["codec"].get("bits")) for t in shown}
     assert by_name["embeddings.LayerNorm.weight"] == ("lossless", None)

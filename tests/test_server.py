@@ -189,7 +189,7 @@ def test_merges_run_through_the_server_as_they_run_locally(served: Served, tmp_p
         reg.pull_checkpoint("m-recipe", tmp_path / "local-m-recipe")
         reg.pull("m-coded", tmp_path / "local-m-coded.safetensors")
         assert [(v.ref, v.codec) for v in reg.list() if v.name.startswith("m-")] == [
-            ("m-coded@1", {"id": "lossless", "level": 3}), ("m-recipe@1", {"id": "recipe"})]
+            ("m-coded@1", {"id": "lossless", "level": 1}), ("m-recipe@1", {"id": "recipe"})]
     _assert_same_files(tmp_path / "merged", tmp_path / "local-merged")
     _assert_same_files(tmp_path / "m-recipe", tmp_path / "local-m-recipe")
     assert (tmp_path / "m-coded.safetensors").read_bytes() == (tmp_path / "local-m-coded.safetensors").read_bytes()

@@ -5,7 +5,7 @@ bytes are zstd-compressed. Sections that zstd cannot shrink are kept raw, so
 incompressible mantissas cost no decode time.
 
 With ``probe`` (what ZipNN does), a large section is first judged on a small
-sample: if zstd cannot shrink the sample by at least 2%, the whole section is
+sample: if zstd cannot shrink the sample by at least 10%, the whole section is
 stored raw without paying for compressing megabytes of near-random bytes.
 The format is the same either way; only the writer's effort differs.
 """
@@ -21,7 +21,10 @@ RAW, ZSTD = 0, 1
 _HEADER = struct.Struct("<BQ")
 _PROBE_MIN = 1 << 20  # sections smaller than this are simply compressed
 _PROBE_SLICES, _PROBE_SLICE = 4, 32 * 1024
-_PROBE_KEEP = 0.98  # compress only if the sample shrinks below this fraction
+# compress only if the sample shrinks below this fraction: a plane zstd shrinks by less than 10% (the
+# low byte of bf16 XOR bits is such a plane) would cost every read a decode pass for a small saving.
+# The trade (ratio against decode speed, next to ZipNN) is in benchmarks/results/rebuild.md.
+_PROBE_KEEP = 0.90
 _local = threading.local()  # zstd contexts cost ~10 us each to create: one per thread and level
 
 

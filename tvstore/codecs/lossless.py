@@ -30,7 +30,7 @@ class Lossless(Codec):
 
     codec_id = "lossless"
     exact = True
-    level: int = param(3, Bounds(int, 1, 22))
+    level: int = param(1, Bounds(int, 1, 22))
 
     def encode(self, tensor: torch.Tensor) -> bytes:
         bits = planes.as_uint(tensor)
