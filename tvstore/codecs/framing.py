@@ -51,20 +51,24 @@ def _worth_compressing(data, level: int) -> bool:
     return len(packed) < _PROBE_KEEP * len(sample)
 
 
-def compress_section(data, level: int = 3, probe: bool = False) -> bytes:
-    """One framed section, zstd-compressed only if that makes it smaller (any buffer in)."""
+def _section(data, level: int, probe: bool) -> tuple[bytes, bytes | memoryview]:
+    """One framed section as (header, body): zstd-compressed only if that makes it smaller (any buffer in).
+
+    A raw body is a view of ``data``, so :func:`pack` copies it once, into the payload.
+    """
     size = memoryview(data).nbytes
     if size and (not probe or size < _PROBE_MIN or _worth_compressing(data, level)):
         packed = _compressor(level).compress(data)
         if len(packed) < size:
-            return _HEADER.pack(ZSTD, len(packed)) + packed
-    return _HEADER.pack(RAW, size) + bytes(memoryview(data).cast("B"))
+            return _HEADER.pack(ZSTD, len(packed)), packed
+    return _HEADER.pack(RAW, size), memoryview(data).cast("B")
 
 
 def pack(version: int, header: bytes, sections: list, level: int = 3, probe: bool = False) -> bytes:
     """``version`` byte, a fixed codec header, then compressed sections."""
     parts = [bytes([version]), struct.pack("<I", len(header)), header]
-    parts += [compress_section(s, level, probe) for s in sections]
+    for section in sections:
+        parts += _section(section, level, probe)
     return b"".join(parts)
 
 
