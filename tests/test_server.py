@@ -18,6 +18,7 @@ import hashlib
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -236,15 +237,29 @@ def test_lora_export_and_per_task_heads_through_the_server_are_the_local_ones(se
     assert load_file(tmp_path / "y" / "model.safetensors")["head.weight"].shape == (3, 32)
 
 
-def test_score_steered_searches_are_refused_through_the_server_naming_the_command(served: Served, tmp_path: Path) -> None:
+def test_score_steered_searches_run_on_the_client_as_they_do_locally(served: Served, tmp_path: Path) -> None:
+    """``push --target --score-cmd`` and ``merge --search --save-as`` through the server: every trial is rebuilt
+    and scored on the client; the trail, the choice and what is stored match the same search run locally."""
+    from test_search import SCRIPT
+
     ck = served.checkpoints  # type: ignore[attr-defined]
+    (tmp_path / "score.py").write_text(SCRIPT)
+    cmd = f"{sys.executable} {tmp_path / 'score.py'} {{dir}} {ck.finetunes['ft3']} {ck.base}"
+    pushed = json.loads(served.remote("push", "searched", ck.finetunes["ft3"], "--base", "b", "--codec", "auto",
+                                      "--target", "0.9", "--score-cmd", cmd, "--json", token="writer").stdout)
     (tmp_path / "r.yaml").write_text(RECIPE)
-    tail = f"runs a scoring command per trial and is not available through a server ({served.url}); run it against the registry directly"
-    searched = served.remote("merge", "--recipe", tmp_path / "r.yaml", "--search", "lambda=0.1:1.0", "--score-cmd", "echo 1", expect=2)
-    assert _one_line(searched) == f"error: `tvstore merge --search` {tail}"
-    steered = served.remote("push", "s", ck.finetunes["ft3"], "--base", "b", "--codec", "auto", "--target", "0.9",
-                            "--score-cmd", "echo 1", expect=2)
-    assert _one_line(steered) == f"error: `tvstore push --target --score-cmd` {tail}"
+    merged = json.loads(served.remote("merge", "--recipe", tmp_path / "r.yaml", "--search", "lambda=0.5:1.0",
+                                      "--score-cmd", cmd, "--save-as", "searched-merge", "--json", token="writer").stdout)
+    with served.registry() as reg:
+        local = reg.push_searched("searched-local", ck.finetunes["ft3"], base="b", score=cmd, target=0.9)
+        best, found, _ = reg.search_merge(tmp_path / "r.yaml", ["lambda=0.5:1.0"], cmd)
+        assert reg.show("searched-merge").meta["search"] == merged["search"]
+        reg.pull_checkpoint("searched", tmp_path / "local-pull")
+    assert pushed["meta"]["search"]["trail"] == local.meta["search"]["trail"]
+    assert pushed["codec"] == local.codec and pushed["meta"]["search"]["setting"] == local.meta["search"]["setting"]
+    assert merged["search"] == found.to_meta() and merged["recipe"] == best
+    served.remote("pull", "searched", "--checkpoint", "-o", tmp_path / "pulled", token="reader")
+    _assert_same_files(tmp_path / "pulled", tmp_path / "local-pull")
 
 
 # ---- security: each refused with the right status, and nothing written ---------------------------------

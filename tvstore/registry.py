@@ -221,18 +221,15 @@ class Registry:
     ) -> VectorInfo:
         """Push with the smallest codec whose ``score`` (a callable of a checkpoint directory, or a
         command with ``{dir}``) stays >= ``target`` x the lossless score; the search is in the metadata."""
-        from tvstore.ops.pull import side_files
-        from tvstore.ops.search import search_push_codec
+        from tvstore.ops.search import push_by_search
         from tvstore.tensors.sources import BaseSource
 
         check_name(name, "task vector name")
         self.check_schema()
         with self.session() as session:
             base_row = get_full_base(session, get_base(session, base).id)
-        files = list(side_files(base_row, self.blobs))
-        found = search_push_codec(Path(finetuned), BaseSource(base_row, self.blobs), files, score, target, self.progress)
-        return self.push(name, finetuned, base=base, codec=found.best, extra=extra,
-                         meta={**(meta or {}), "search": found.to_meta()})
+        return push_by_search(self.push, name, Path(finetuned), BaseSource(base_row, self.blobs), self.blobs, score,
+                              target, extra, meta, self.progress)
 
     def _commit(self, pending: PendingVector, base_row: BaseModel, meta: dict[str, Any]) -> VectorInfo:
         from tvstore.ops.commit import commit_vector, source_edges
@@ -391,16 +388,12 @@ class Registry:
     ) -> tuple[dict[str, Any], SearchResult, VectorInfo | None]:
         """Search recipe parameters (``lambda=0.1:1.0``, ``weight=...``, ``NAME.density=...``) by ``score``;
         with ``save_as`` the best recipe is saved as a merge vector with its score. Returns (recipe, result, saved)."""
-        from tvstore.merge.recipe import recipe_mapping
         from tvstore.ops.merges import bind
         from tvstore.ops.pull import side_files
-        from tvstore.ops.search import SearchAxis, merge_trial, score_of, search_recipe
+        from tvstore.ops.search import merge_by_search, merge_trial
 
         if save_as is not None:
             check_name(save_as, "task vector name")
-        axes = [SearchAxis.parse(s) for s in search]
-        data = recipe_mapping(recipe)
-        scores, command = score_of(score)
         self.check_schema()
 
         def trial(candidate: dict[str, Any]):
@@ -409,9 +402,10 @@ class Registry:
                 base = get_full_base(session, vectors[0].base_id)
             return merge_trial(merger, list(side_files(base, self.blobs)))
 
-        best, found = search_recipe(data, axes, trial, scores, command, self.progress)
-        saved = self.save_merge(save_as, best, meta={"search": found.to_meta()}) if save_as else None
-        return best, found, saved
+        def save(best: dict[str, Any], found: SearchResult) -> VectorInfo:
+            return self.save_merge(save_as, best, meta={"search": found.to_meta()})
+
+        return merge_by_search(recipe, search, score, trial, save if save_as else None, self.progress)
 
     # ---- pull ---------------------------------------------------------------------------
 

@@ -355,3 +355,33 @@ def merge_trial(merger: Any, side_files: Sequence[tuple[str, bytes]]) -> Trialle
 
     infos = merger.infos()
     return checkpoint_trial(infos, dict(materialize(merger)), side_files)
+
+
+def push_by_search(push: Callable[..., Any], name: str, finetuned: Path, base: BaseSource, blobs: Any,
+                   score: Score | str, target: float, extra: bool, meta: dict[str, Any] | None,
+                   progress: Progress = no_progress) -> Any:
+    """``push --codec auto --target --score-cmd`` for any registry: search here, then ``push`` the winner.
+
+    The search rebuilds and scores on this machine from ``base`` (a local or a served registry's), so a
+    client of ``tvstore serve`` searches exactly as a local user does; only the final push travels.
+    """
+    from tvstore.ops.pull import side_files
+
+    files = list(side_files(base.base, blobs))
+    found = search_push_codec(Path(finetuned), base, files, score, target, progress)
+    return push(name, finetuned, base=base.base.name, codec=found.best, extra=extra,
+                meta={**(meta or {}), "search": found.to_meta()})
+
+
+def merge_by_search(recipe: Any, search: list[str], score: Score | str, trial: Callable[[dict[str, Any]], Trialled],
+                    save: Callable[[dict[str, Any], SearchResult], Any] | None,
+                    progress: Progress = no_progress) -> tuple[dict[str, Any], SearchResult, Any]:
+    """``merge --search``: the recipe parameters searched by ``score``, each candidate merged by ``trial``;
+    ``save`` (``--save-as``) stores the best. Returns (best recipe, result, what ``save`` returned)."""
+    from tvstore.merge.recipe import recipe_mapping
+
+    axes = [SearchAxis.parse(s) for s in search]
+    data = recipe_mapping(recipe)
+    scores, command = score_of(score)
+    best, found = search_recipe(data, axes, trial, scores, command, progress)
+    return best, found, save(best, found) if save is not None else None

@@ -320,15 +320,32 @@ class RemoteRegistry:
         return write_merge(merger, Path(out), files, max_shard_bytes, self.progress, card_of(parsed, vectors))
 
     def search_merge(self, recipe: Any, search: list[str], score: Any, save_as: str | None = None) -> Any:
-        raise self._not_served("`tvstore merge --search`")
+        """Searched here: every candidate merged from the inputs' blobs and scored on this machine; only
+        ``save_as``'s recipe travels (write scope)."""
+        from tvstore.ops.merges import bind_with
+        from tvstore.ops.pull import side_files
+        from tvstore.ops.search import merge_by_search, merge_trial
+
+        if save_as is not None:
+            check_name(save_as, "task vector name")
+
+        def trial(candidate: dict[str, Any]):
+            merger, vectors = bind_with(self._parsed(candidate), self._stored_vector, self._base_of)
+            return merge_trial(merger, list(side_files(self._base_of(vectors[0]).base, self.blobs)))
+
+        def save(best: dict[str, Any], found: Any) -> VectorInfo:
+            return self.save_merge(save_as, best, meta={"search": found.to_meta()})
+
+        return merge_by_search(recipe, search, score, trial, save if save_as else None, self.progress)
 
     def push_searched(self, name: str, finetuned: PathLike, *, base: str, score: Any, target: float = 0.99,
                       extra: bool = False, meta: dict[str, Any] | None = None) -> VectorInfo:
-        raise self._not_served("`tvstore push --target --score-cmd`")
+        """Searched here from the base's blobs (read scope), then pushed (write scope)."""
+        from tvstore.ops.search import push_by_search
 
-    def _not_served(self, command: str) -> UsageError:
-        return UsageError(f"{command} runs a scoring command per trial and is not available through a server "
-                          f"({self.client.url}); run it against the registry directly")
+        check_name(name, "task vector name")
+        return push_by_search(self.push, name, Path(finetuned), self._base_source(base), self.blobs, score, target,
+                              extra, meta, self.progress)
 
     # ---- tags, removal, maintenance ------------------------------------------------------
 

@@ -45,10 +45,11 @@ async def body_of(request: Request) -> dict[str, Any]:
     return data
 
 
-def _meta(body: dict[str, Any]) -> dict[str, str]:
+def _meta(body: dict[str, Any]) -> dict[str, Any]:
+    """JSON values under string keys, as ``Registry.push(meta=...)`` takes (a search's record is nested)."""
     meta = body.get("meta") or {}
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise UsageError("malformed request: 'meta' must map strings to strings")
+    if not isinstance(meta, dict):
+        raise UsageError("malformed request: 'meta' must be a JSON object")
     return meta
 
 
