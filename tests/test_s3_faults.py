@@ -46,15 +46,18 @@ def test_push_survives_transient_5xx_throttling_and_dropped_connections(
     team: tuple[str, str], s3_server: MotoServer, ckpts: Checkpoints, tmp_path: Path
 ) -> None:
     with FaultProxy(s3_server.endpoint, seed=6) as proxy:
+        # the first request of the push meets every kind of fault in a row: four failures, within the six
+        # attempts a request gets (AWS_MAX_ATTEMPTS); the push's requests run one tensor at a time at first,
+        # so two of each in a row would exceed one request's attempts and test the budget, not the recovery
         for action in ("503", "500", "drop", "lose-reply"):
-            proxy.fail_next(2, action)  # the first requests of the push meet every kind of fault
+            proxy.fail_next(1, action)
         proxy.fail_fraction(0.1, "503")  # SlowDown throttling, throughout
         proxy.fail_fraction(0.05, "drop")
         cli = _cli(team, tmp_path)
         cli("--s3-endpoint", proxy.endpoint, "push", "flaky", ckpts.finetunes["ft0"], "--base", "base")
         faults = {a: proxy.faults(a) for a in ("503", "500", "drop", "lose-reply")}
-    assert faults["500"] == 2 and faults["lose-reply"] == 2
-    assert faults["503"] >= 2 and faults["drop"] >= 2
+    assert faults["500"] == 1 and faults["lose-reply"] == 1
+    assert faults["503"] >= 2 and faults["drop"] >= 1  # throttling throughout: more than the first one
     with Registry.open(database_url=team[0], blob_url=team[1]) as reg:  # straight to the server
         assert [(v.name, v.version) for v in reg.list()] == [("flaky", 1)]
         assert reg.verify().ok
