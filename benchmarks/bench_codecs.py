@@ -239,6 +239,9 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
+    import machine  # this folder is on sys.path when run as a script
+
+    before = machine.snapshot()
     torch.set_num_threads(1)
     deltas = load_deltas()
     rows = [bench_reference("zstd-3 (fp32 bytes)", deltas).summary(), bench_reference("zipnn", deltas).summary()]
@@ -251,7 +254,8 @@ def main() -> None:
         print(f"  {family:10} {r['setting']:48} {r['bytes_per_param']:.4f} B/param  ({r['ratio_vs_fp32']:.1f}x)  relL2 {r['rel_l2']:.3f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     params = sum(t.numel() for t in next(iter(deltas.values())).values())
-    meta = {"model": "all-MiniLM-L6-v2", "tasks": list(deltas), "params_per_task": params, "threads": 1}
+    meta = {"model": "all-MiniLM-L6-v2", "tasks": list(deltas), "params_per_task": params, "threads": 1,
+            "machine": machine.finish(before), "command": "python " + " ".join(sys.argv)}
     (RESULTS / "codecs.json").write_text(json.dumps({"meta": meta, "rows": rows, "smallest_under_0.3": best}, indent=1))
     plot(rows, RESULTS / "codecs.png")
     print(f"\nwrote {RESULTS / 'codecs.json'} and {RESULTS / 'codecs.png'}")

@@ -201,11 +201,16 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    import machine  # this folder is on sys.path when run as a script
+
+    before = machine.snapshot()
     results = [run(kind, args) for kind in args.backends.split(",")]
     print(f"{args.vectors} vectors x {args.tensors} tensors, {args.versions} versions per name; rows: {results[0]['rows']}")
     print(table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2) + "\n")
+    record = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
+              "machine": machine.finish(before), "command": "python " + " ".join(sys.argv)}
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ import traceback
 import uuid
 from pathlib import Path
 
+import machine
 from common import pg_schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -384,7 +385,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "Clients are separate processes; push writes vector ft{k}, pull is `pull_checkpoint` (base + vector -> HF dir). "
         "Local reads are cold (page cache dropped); S3 runs with `TVSTORE_CACHE_DIR=off`.",
         "",
-        f"Machine: {meta['cpus']} CPUs (shared; load average at start {meta['load_start']}), Python {meta['python']}, torch {meta['torch']}.",
+        machine.describe(meta["machine"]) + f" Command: `{meta['command']}`.",
         "",
         "| backend | clients | codec | stored MB (all clients) | push s | push MB/s | pull s | pull MB/s | push MB/s (runs) | pull MB/s (runs) |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|---|",
@@ -417,6 +418,7 @@ def main() -> None:
     sources, data_kind = make_clients(work, base, max(counts))
     import torch
 
+    before = machine.snapshot()
     meta = {"data": data_kind, "fp32_mb_per_client": fp32_bytes(sources[0] / "model.safetensors") / MB,
             "repeat": a.repeat, "cpus": os.cpu_count(), "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
             "python": sys.version.split()[0], "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -447,6 +449,7 @@ def main() -> None:
     order = {(b, n, c): i for i, (b, n, c) in enumerate((b, n, c) for b in backends for n in counts for c in codecs)}
     rows = sorted(summarize(records), key=lambda r: order[(r["backend"], r["clients"], r["codec"])])
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    meta["machine"], meta["command"] = machine.finish(before), "python " + " ".join(sys.argv)
     text = markdown(rows, meta)
     if errors:
         text += "\nErrors:\n\n" + "\n".join(f"- {e.splitlines()[0]}" for e in errors) + "\n"

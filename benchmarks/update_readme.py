@@ -98,8 +98,9 @@ def codecs_paragraph(c: dict) -> str:
     fast = [x["decode_MBps"] for x in c["rows"] if x["setting"].startswith(("quant:", "ternary:"))]
     smallest = ", ".join(f"{k} `{v['setting']}` {v['bytes_per_param']:.3f} B/param ({v['ratio_vs_fp32']:.1f}x)"
                          for k, v in best.items() if k in ("quant", "rtvq", "sparse", "lowrank"))
+    where = f"; {load_text(c['meta']['machine'])}" if "machine" in c["meta"] else ""
     return (f"**Codecs** (`python benchmarks/bench_codecs.py`, real {c['meta']['model']} fine-tune deltas, fp32, one "
-            f"thread): lossless stores {ll['bytes_per_param']:.2f} bytes/param ({ll['ratio_vs_fp32']:.2f}x), against "
+            f"thread{where}): lossless stores {ll['bytes_per_param']:.2f} bytes/param ({ll['ratio_vs_fp32']:.2f}x), against "
             f"{zs['ratio_vs_fp32']:.2f}x for plain zstd and {zp['ratio_vs_fp32']:.2f}x for ZipNN on the same deltas; "
             f"encode / decode {ll['encode_MBps']:.0f} / {ll['decode_MBps']:.0f} MB/s vs ZipNN's "
             f"{zp['encode_MBps']:.0f} / {zp['decode_MBps']:.0f}. Smallest footprint with relative L2 error under "
@@ -115,7 +116,7 @@ def merge_paragraph(m: dict) -> str:
 
     text = (f"**Merges vs mergekit** (`python benchmarks/bench_merge.py`, {m['model'].split(',')[0]}, "
             f"{span([r['tasks'] for r in rows if r['kind'] == 'ties'], '{:.0f}')} tasks, tvstore time / mergekit "
-            f"time): TIES {span(ratio('ties', 'warm_s'))}x warm and {span(ratio('ties', 'cold_s'))}x cold, task "
+            f"time; {load_text(m['machine'])}): TIES {span(ratio('ties', 'warm_s'))}x warm and {span(ratio('ties', 'cold_s'))}x cold, task "
             f"arithmetic {span(ratio('task_arithmetic', 'warm_s'))}x warm and "
             f"{span(ratio('task_arithmetic', 'cold_s'))}x cold; peak RSS {span(ratio('task_arithmetic', 'peak_rss_mib'))}x "
             f"(task arithmetic) and {span(ratio('ties', 'peak_rss_mib'))}x (TIES) mergekit's.")
@@ -138,7 +139,8 @@ def team_paragraph(meta: dict | None, pp: dict | None) -> str:
                      f"{span(api('ls (newest of each name)'), '{:.0f}')} ms, `show` {span(api('show NAME'), '{:.0f}')} ms "
                      f"and `lineage` {span(api('lineage NAME (ancestors)') + api('lineage NAME@1 (descendants)'), '{:.0f}')} "
                      f"ms on {' and '.join(r['backend'] for r in res)}; the `tvstore` command answers in "
-                     f"{span(cli, '{:.1f}')} s (`benchmarks/bench_metadata.py`)")
+                     f"{span(cli, '{:.1f}')} s (`benchmarks/bench_metadata.py`"
+                     + (f"; {load_text(meta['machine'])}" if "machine" in meta else "") + ")")
     if pp:
         def row(backend: str, clients: int) -> str:
             rs = [r for r in pp["rows"] if r["backend"] == backend and r["clients"] == clients]
@@ -149,7 +151,8 @@ def team_paragraph(meta: dict | None, pp: dict | None) -> str:
         cells = "; ".join(f"{b}, {c} client{'s' if c > 1 else ''}: {row(b, c)}" for b in backends for c in clients)
         parts.append(f"push/pull MB/s of {pp['meta']['data']} ({pp['meta']['fp32_mb_per_client']:.0f} MB fp32 per "
                      f"client; codecs {', '.join(dict.fromkeys(r['codec'] for r in pp['rows']))} in that order): {cells} "
-                     f"(`benchmarks/bench_push_pull.py`)")
+                     f"(`benchmarks/bench_push_pull.py`"
+                     + (f"; {load_text(pp['meta']['machine'])}" if "machine" in pp["meta"] else "") + ")")
     return "**Team scale**: " + "; ".join(parts) + "." if parts else ""
 
 
