@@ -62,9 +62,8 @@ class Lossless(Codec):
             raise ValueError("xor_into needs a contiguous output tensor")
         sections, width, rotated = self._sections(data, out.numel() * out.element_size())
         if rotated or width != out.element_size():  # not what pushes write; decode, then XOR
-            bits = planes.join_rotated(sections, width, rotated)
             ints = planes.int_view(out.dtype)
-            out.view(ints).reshape(-1).bitwise_xor_(planes.from_uint(bits, (bits.size,), ints))
+            out.view(ints).bitwise_xor_(self.decode(data, tuple(out.shape), ints))
             return out
         grid = out.reshape(-1).view(torch.uint8).numpy().reshape(-1, width)
         for i, plane in enumerate(sections):  # most significant plane first; little-endian columns

@@ -52,8 +52,7 @@ class EncodedTensor:
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    ints = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-    return t.contiguous().view(ints[t.element_size()])
+    return t.contiguous().view(int_view(t.dtype))
 
 
 @dataclass

@@ -6,7 +6,7 @@ rebuilds and merges are all built from; nothing here loads a whole model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 
@@ -87,7 +87,7 @@ class VectorSource(_Rows, Mapping[str, torch.Tensor]):
         self.absent = [t.name for t in vector.tensors if t.role == ABSENT]
         self._base: BaseSource | None = None
 
-    def _base_tensor(self, name: str):
+    def _base_tensor(self, name: str) -> Callable[[], torch.Tensor]:
         """The base's ``name``, for the components whose tau needs it (``xor``); the base's rows come loaded."""
         def read() -> torch.Tensor:
             if self._base is None:
