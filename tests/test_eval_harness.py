@@ -31,8 +31,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, obj
     return results, root, settings
 
 
-def runs_of(results: dict) -> list[dict]:
-    return [run for base in results["bases"].values() for run in base["runs"]]
+def runs_of(results: dict, base: str | None = None) -> list[dict]:
+    return [run for name, b in results["bases"].items() if base in (None, name) for run in b["runs"]]
 
 
 def test_every_base_runs_every_seed(quick_run) -> None:
@@ -57,12 +57,16 @@ def test_individual_table_has_one_row_per_codec(quick_run) -> None:
     results, _, settings = quick_run
     for run in runs_of(results):
         rows = run["individual"]
-        assert [r["codec"] for r in rows] == [c.spec for c in settings.codecs]
+        scope = settings.scope_for(run["base"])
+        assert [r["codec"] for r in rows] == [c.spec for c in scope.codecs]
+        n = 16 if run["base"] == "tiny-mpnet" else 24  # the light scope scores the test split's first 16 examples
+        assert scope.test_examples == (16 if run["base"] == "tiny-mpnet" else None)
         for row in rows:
             assert set(row["accuracy"]) == set(settings.tasks)
-            assert all(len(row["correct"][t]) == 24 and set(row["correct"][t]) <= {"0", "1"} for t in settings.tasks)
-            assert row["accuracy"] == {t: row["correct"][t].count("1") / 24 for t in settings.tasks}
+            assert all(len(row["correct"][t]) == n and set(row["correct"][t]) <= {"0", "1"} for t in settings.tasks)
+            assert row["accuracy"] == {t: row["correct"][t].count("1") / n for t in settings.tasks}
             assert row["bytes_per_param"] > 0 and row["ratio_vs_fp32"] > 0
+        assert all(len(run["fp32_correct"][t]) == len(run["zero_correct"][t]) == n for t in settings.tasks)
 
 
 def test_lossless_round_trip_gives_identical_outcomes(quick_run) -> None:
@@ -78,9 +82,9 @@ def test_lossless_round_trip_gives_identical_outcomes(quick_run) -> None:
 
 def test_summary_intervals_are_bootstrap_over_seeds_and_examples(quick_run) -> None:
     results, _, settings = quick_run
-    for base in results["bases"].values():
+    for name, base in results["bases"].items():
         rows = {r["codec"]: r for r in base["summary"]["individual"]}
-        assert list(rows) == [c.spec for c in settings.codecs]
+        assert list(rows) == [c.spec for c in settings.scope_for(name).codecs]
         lossless = rows["lossless"]
         for task in settings.tasks:
             acc = lossless["tasks"][task]["accuracy"]
@@ -128,20 +132,25 @@ def test_group_codecs_are_registry_packs(quick_run) -> None:
         assert rtvq["path"] == "pack"
         assert all(ref.endswith("@2") for ref in rtvq["refs"].values())  # a new version of each lossless vector
         assert 0.0 < rtvq["rel_l2"] < 1.0
+    for run in runs_of(results, "tiny-bert"):
         packed = [r for r in run["merges"] if r["method"] == "tall_mask"]
         assert packed and all(set(r["accuracy"]) == set(settings.tasks) for r in packed)
 
 
 def test_merge_table_covers_every_method(quick_run) -> None:
     results, _, settings = quick_run
-    for run in runs_of(results):
+    merges = settings.scope_for("tiny-bert").merges
+    for run in runs_of(results, "tiny-bert"):
         rows = run["merges"]
-        assert [(r["method"], r["codec"]) for r in rows] == [(m.label, "lossless") for m in settings.merges]
+        assert [(r["method"], r["codec"]) for r in rows] == [(m.label, "lossless") for m in merges]
         for row in rows:
             assert set(row["accuracy"]) == set(settings.tasks) and 0.0 <= row["avg_accuracy"] <= 1.0
             assert row["vs_fp32_merge"] == 1.0
-    for base in results["bases"].values():
-        assert [r["method"] for r in base["summary"]["merges"]] == [m.label for m in settings.merges]
+    assert [r["method"] for r in results["bases"]["tiny-bert"]["summary"]["merges"]] == [m.label for m in merges]
+    # the second base's scope has no merges: no run, no row, no validation scores
+    assert settings.scope_for("tiny-mpnet").merges == () and results["bases"]["tiny-mpnet"]["summary"]["merges"] == []
+    assert all(list(run["fp32"][t]) == ["test"] for run in runs_of(results, "tiny-mpnet") for t in settings.tasks)
+    assert all(list(run["fp32"][t]) == ["test", "val"] for run in runs_of(results, "tiny-bert") for t in settings.tasks)
 
 
 def test_outputs_written(quick_run) -> None:
@@ -188,7 +197,8 @@ def test_a_codec_that_fails_stops_the_run(quick_run) -> None:
     from benchmarks.eval.settings import CodecSetting
 
     _, root, settings = quick_run
-    broken = replace(settings, bases=("tiny-bert",), codecs=(settings.codecs[0], CodecSetting("nosuchcodec")), merges=())
+    scope = replace(settings.scope, codecs=(settings.scope.codecs[0], CodecSetting("nosuchcodec")), merges=())
+    broken = replace(settings, bases=("tiny-bert",), scope=scope)
     with pytest.raises(CodecError, match="unknown codec 'nosuchcodec'"):
         run(broken, root / "broken-results", root / "broken-work", root)
     assert not (root / "broken-results").exists()
@@ -203,9 +213,10 @@ def test_unknown_base_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_lora_export_rows_one_per_rank(quick_run) -> None:
     results, _, settings = quick_run
-    for run in runs_of(results):
+    assert [run["lora_export"] for run in runs_of(results, "tiny-mpnet")] == [[], [], []]
+    for run in runs_of(results, "tiny-bert"):
         rows = run["lora_export"]
-        assert [r["rank"] for r in rows] == [8] == list(settings.lora_ranks)
+        assert [r["rank"] for r in rows] == [8] == list(settings.scope.lora_ranks)
         for row in rows:
             assert row["path"] == "lora" and set(row["accuracy"]) == set(settings.tasks)
             assert 0.0 <= row["avg_accuracy"] <= 1.0 and row["bytes_per_param"] > 0 and 0.0 < row["rel_l2"] < 1.0
@@ -213,9 +224,41 @@ def test_lora_export_rows_one_per_rank(quick_run) -> None:
 
 def test_per_task_heads_merge_scores_each_task_like_the_in_memory_merge(quick_run) -> None:
     results, _, settings = quick_run
-    for run in runs_of(results):
+    for run in runs_of(results, "tiny-bert"):
         by_key = {(r["method"], r["codec"]): r for r in run["merges"]}
         per_task, in_memory = by_key[("task_arithmetic_per_task", "lossless")], by_key[("task_arithmetic", "lossless")]
         assert per_task["lambda"] == in_memory["lambda"]
         assert per_task["correct"] == in_memory["correct"]  # the same encoder bits, each task's own head
         assert set(per_task["accuracy"]) == set(settings.tasks)
+
+
+def test_each_base_states_where_its_numbers_come_from(quick_run) -> None:
+    results, _, settings = quick_run
+    for base in results["bases"].values():
+        assert base["complete"] is True and base["command"] == "" and base["torch_threads"] == 1
+        assert set(base["machine"]) >= {"load_before", "load_after", "commit", "cores", "cpu", "started"}
+    tables = (quick_run[1] / "results" / "eval_tables.md").read_text()
+    assert "tiny-bert: ``, complete, " in tables and "Load average (1/5/15 min) before" in tables
+
+
+def test_a_base_rerun_alone_keeps_the_other_bases_entry(quick_run, tmp_path: Path) -> None:
+    """Bases can run as separate invocations: each rewrites only its own entry of the results file."""
+    import shutil
+
+    from benchmarks.eval.harness import record_base
+
+    results, root, settings = quick_run
+    out = tmp_path / "results"
+    shutil.copytree(root / "results", out)
+    rerun = {**results["bases"]["tiny-mpnet"], "command": "python -m benchmarks.eval.harness --quick --base tiny-mpnet"}
+    merged = record_base(out, settings, "tiny-mpnet", rerun)
+    assert list(merged["bases"]) == ["tiny-bert", "tiny-mpnet"] and merged["complete"] is True
+    assert merged["bases"]["tiny-bert"] == results["bases"]["tiny-bert"]
+    on_disk = json.loads((out / "eval_results.json").read_text())
+    assert on_disk["bases"]["tiny-mpnet"]["command"] == rerun["command"]
+    # an entry still missing seeds makes the whole file partial
+    partial = record_base(out, settings, "tiny-bert", {**results["bases"]["tiny-bert"], "complete": False})
+    assert partial["complete"] is False and "tiny-bert: ``, partial (3 of its seeds so far)" in (out / "eval_tables.md").read_text()
+    # other settings (here: another seed list) never share a file: it starts afresh
+    other = record_base(out, replace(settings, seeds=(0,)), "tiny-mpnet", rerun)
+    assert list(other["bases"]) == ["tiny-mpnet"] and other["complete"] is False

@@ -53,16 +53,20 @@ def make_batches(
 
 
 class SplitCache:
-    """Tokenized batches per (task, split), built on first use."""
+    """Tokenized batches per (task, split), built on first use; ``test_examples`` keeps the test split's first N."""
 
-    def __init__(self, tasks: dict[str, Task], tokenizer: PreTrainedTokenizerBase, max_length: Callable[[str], int]) -> None:
+    def __init__(self, tasks: dict[str, Task], tokenizer: PreTrainedTokenizerBase, max_length: Callable[[str], int],
+                 test_examples: int | None = None) -> None:
         self.tasks, self.tokenizer, self.max_length = tasks, tokenizer, max_length
+        self.test_examples = test_examples
         self._batches: dict[tuple[str, str], list[Batch]] = {}
 
     def get(self, task: str, split: str) -> list[Batch]:
         key = (task, split)
         if key not in self._batches:
             examples = getattr(self.tasks[task], split)
+            if split == "test" and self.test_examples is not None:
+                examples = examples[: self.test_examples]
             self._batches[key] = make_batches(examples, self.tokenizer, self.max_length(task))
         return self._batches[key]
 

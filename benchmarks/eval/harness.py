@@ -22,6 +22,7 @@ and the codec table at fixed bit budgets.  Writes ``eval_results.json``,
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
+from benchmarks import machine  # noqa: E402
 from benchmarks.eval.aggregate import summarize  # noqa: E402
 from benchmarks.eval.bases import base_dir as resolve_base  # noqa: E402
 from benchmarks.eval.data import Task, load_tasks  # noqa: E402
@@ -49,7 +51,7 @@ from benchmarks.eval.model import load_config, load_encoder, load_head, load_tok
 from benchmarks.eval.plot import plot_accuracy_vs_bytes  # noqa: E402
 from benchmarks.eval.report import Row, render  # noqa: E402
 from benchmarks.eval.serving import lora_row, per_task_merge  # noqa: E402
-from benchmarks.eval.settings import FP32, HarnessSettings, MergeSetting, quick_settings  # noqa: E402
+from benchmarks.eval.settings import FP32, HarnessSettings, MergeSetting, Scope, quick_settings  # noqa: E402
 from benchmarks.eval.stats import known_mean, known_min  # noqa: E402
 from benchmarks.eval.store import StoredSet, float_names, open_fresh_registry, pack_set, push_set  # noqa: E402
 from tvstore.registry import Registry  # noqa: E402
@@ -77,6 +79,10 @@ class Context:
     started: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def scope(self) -> Scope:
+        return self.settings.scope_for(self.base_name)
+
     def log(self, message: str) -> None:
         where = f"{self.base_name} seed {self.seed}"
         print(f"[{time.perf_counter() - self.started:7.1f}s] {where}: {message}", file=sys.stderr, flush=True)
@@ -100,7 +106,7 @@ def prepare(settings: HarnessSettings, tasks: dict[str, Task], base_name: str, s
     finetunes = finetune_all(tasks, base_dir, finetune, cache_dir / "finetunes")
     registry = open_fresh_registry(work_dir / base_name / f"seed{seed}" / "registry", base_dir)
     base = BaseModelTensors(read_tensors(base_dir), load_config(base_dir), float_names(base_dir))
-    splits = SplitCache(tasks, load_tokenizer(base_dir), length_for)
+    splits = SplitCache(tasks, load_tokenizer(base_dir), length_for, settings.scope_for(base_name).test_examples)
     ctx = Context(settings, base_name, seed, tasks, base_dir, finetunes, registry, base, Scorer(splits),
                   work_dir / base_name / f"seed{seed}", started=started)
     ctx.mark("finetune_and_setup", started)
@@ -108,11 +114,11 @@ def prepare(settings: HarnessSettings, tasks: dict[str, Task], base_name: str, s
 
 
 def reference_outcomes(ctx: Context) -> dict[str, dict[str, Outcome]]:
-    """Test and validation outcomes of the fp32 fine-tunes as trained (the 100%)."""
+    """Outcomes of the fp32 fine-tunes as trained (the 100%): test, and validation where merges choose on it."""
     out = {}
     for task, ft_dir in ctx.finetunes.items():
         encoder, layer = load_encoder(ft_dir), load_head(ft_dir)
-        out[task] = {split: ctx.score(encoder, layer, task, split) for split in ("test", "val")}
+        out[task] = {split: ctx.score(encoder, layer, task, split) for split in ctx.scope.splits()}
     return out
 
 
@@ -128,7 +134,7 @@ def zero_outcomes(ctx: Context) -> dict[str, Outcome]:
 def store_all(ctx: Context) -> dict[str, StoredSet]:
     """Every codec setting's stored vectors; lossless first (packs re-encode its versions)."""
     stored: dict[str, StoredSet] = {}
-    for setting in sorted(ctx.settings.codecs, key=lambda s: s.spec != FP32):
+    for setting in sorted(ctx.scope.codecs, key=lambda s: s.spec != FP32):
         since = time.perf_counter()
         if not setting.group:
             stored[setting.spec] = push_set(ctx.registry, setting, ctx.finetunes)
@@ -183,7 +189,7 @@ def individual_row(ctx: Context, spec: str, stored: StoredSet, raw_bytes_per_par
 def individual_rows(ctx: Context, stored: dict[str, StoredSet]) -> list[Row]:
     raw = float(ctx.base.tensors[ctx.base.float_names[0]].element_size())
     rows = []
-    for setting in ctx.settings.codecs:
+    for setting in ctx.scope.codecs:
         since = time.perf_counter()
         rows.append(individual_row(ctx, setting.spec, stored[setting.spec], raw))
         ctx.log(f"individual {setting.spec}: avg {rows[-1]['avg_accuracy']:.4f} ({time.perf_counter() - since:.1f}s)")
@@ -195,7 +201,7 @@ def lora_rows(ctx: Context, lossless: StoredSet) -> list[Row]:
     raw = float(ctx.base.tensors[ctx.base.float_names[0]].element_size())
     reference = {task: ctx.reference[task]["test"].accuracy for task in ctx.tasks}
     rows = []
-    for rank in ctx.settings.lora_ranks:
+    for rank in ctx.scope.lora_ranks:
         since = time.perf_counter()
         rows.append(lora_row(ctx.registry, lossless, rank, ctx.base_dir, ctx.work_dir, ctx.score, reference, raw))
         ctx.log(f"LoRA rank {rank}: avg {rows[-1]['avg_accuracy']:.4f} ({time.perf_counter() - since:.1f}s)")
@@ -205,14 +211,9 @@ def lora_rows(ctx: Context, lossless: StoredSet) -> list[Row]:
 # ---- merges -------------------------------------------------------------------------------
 
 
-def merge_codecs(ctx: Context, rows: list[Row]) -> list[str]:
-    """fp32, then per codec family its smallest-footprint setting."""
-    chosen = [FP32]
-    for family in ctx.settings.merge_families:
-        ok = [r for r in rows if r["codec"].partition(":")[0] == family]
-        if ok:
-            chosen.append(min(ok, key=lambda r: r["bytes_per_param"])["codec"])
-    return chosen
+def merge_codecs(ctx: Context) -> list[str]:
+    """fp32, then the scope's merge sources (stored settings it measured)."""
+    return [FP32, *ctx.scope.merge_sources]
 
 
 def scores(ctx: Context, encoders: dict[str, Any], heads: dict[str, Any], split: str) -> dict[str, Outcome]:
@@ -253,7 +254,7 @@ def merge_rows_for(ctx: Context, spec: str, stored: StoredSet) -> list[Row]:
     heads = {task: head(ctx.registry.delta_tensors(ref)) for task, ref in stored.refs.items()}
     chosen: dict[str, float] = {}
     rows = []
-    for setting in ctx.settings.merges:
+    for setting in ctx.scope.merges:
         since = time.perf_counter()
         coefficient = None
         if setting.kind == "pack":
@@ -311,7 +312,7 @@ def run_seed(settings: HarnessSettings, tasks: dict[str, Task], base_name: str, 
         since = ctx.mark("individual", since)
         lora = lora_rows(ctx, stored[FP32])
         since = ctx.mark("lora_export", since)
-        merges = merge_rows(ctx, stored, merge_codecs(ctx, individual))
+        merges = merge_rows(ctx, stored, merge_codecs(ctx))
         ctx.mark("merges", since)
     finally:
         ctx.registry.close()
@@ -326,38 +327,65 @@ def run_seed(settings: HarnessSettings, tasks: dict[str, Task], base_name: str, 
     }
 
 
-def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, cache_dir: Path) -> dict[str, Any]:
-    """Every base x seed, then the per-base summaries; writes the outputs after every finished run.
+def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, cache_dir: Path,
+        all_bases: tuple[str, ...] | None = None, command: str = "") -> dict[str, Any]:
+    """Every base x seed of ``settings``; after each finished run, that base's entry of the results is rewritten.
 
-    A run that fails raises before anything is written for it, so the files
-    on disk only ever hold finished runs of this invocation (``complete`` says
-    whether every base and seed is in).
+    A run that fails raises before anything of it is written.  Each base's
+    entry states its own machine, load, commit and command, so bases can run
+    as separate invocations (two processes, or one base rerun) and the results
+    file gathers them (:func:`record_base`); ``complete`` says whether every
+    base of ``all_bases`` (default: ``settings.bases``) has every seed in.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
-    started, threads = time.perf_counter(), torch.get_num_threads()
+    threads = torch.get_num_threads()
     limit_threads(settings.threads)
-    results: dict[str, Any] = {"settings": asdict(settings), "tasks": list(settings.tasks), "complete": False,
-                               "bases": {}, "torch_threads": torch.get_num_threads()}
+    full = replace(settings, bases=all_bases or settings.bases)
+    results: dict[str, Any] = {}
     try:
         tasks = load_tasks(list(settings.tasks), settings.finetune.sizes, settings.split_seed)
         for base_name in settings.bases:
+            before, started = machine.snapshot(), time.perf_counter()
             runs: list[dict[str, Any]] = []
             for seed in settings.seeds:
                 runs.append(run_seed(settings, tasks, base_name, seed, work_dir, cache_dir))
-                results["bases"][base_name] = {"runs": runs, "summary": summarize(runs, settings)}
-                results["total_seconds"] = round(time.perf_counter() - started, 1)
-                write_outputs(results, out_dir)
+                entry = {"runs": runs, "summary": summarize(runs, settings), "complete": len(runs) == len(settings.seeds),
+                         "seconds": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),
+                         "machine": machine.finish(before), "command": command}
+                results = record_base(out_dir, full, base_name, entry)
     finally:
         torch.set_num_threads(threads)
-    results["complete"] = True
-    write_outputs(results, out_dir)
     return results
 
 
-def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
-    """eval_results.json, eval_accuracy_vs_bytes.png, eval_tables.md (prefixed: other benchmarks share the folder)."""
+def record_base(out_dir: Path, settings: HarnessSettings, base_name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Put ``entry`` in as ``base_name``'s results, keeping other bases' entries made with the same settings.
+
+    Read-modify-write under a file lock (two bases may finish runs at the same
+    moment) and an atomic rename; a file written with other settings (or by an
+    older harness) is started afresh, so one file never mixes settings.
+    Then the tables and the plot are rendered from the whole file.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval_results.json").write_text(json.dumps(results, indent=1, default=str))
+    path = out_dir / "eval_results.json"
+    wanted = json.loads(json.dumps(asdict(settings), default=str))
+    with (out_dir / ".eval_results.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.exists() else {}
+        if results.get("settings") != wanted:
+            results = {"settings": wanted, "tasks": list(settings.tasks), "bases": {}}
+        bases = {**results["bases"], base_name: entry}
+        results["bases"] = {name: bases[name] for name in settings.bases if name in bases}
+        results["complete"] = all(name in bases and bases[name]["complete"] for name in settings.bases)
+        staging = path.with_suffix(".json.tmp")
+        staging.write_text(json.dumps(results, indent=1, default=str))
+        os.replace(staging, path)
+        write_tables(results, out_dir)
+    return results
+
+
+def write_tables(results: dict[str, Any], out_dir: Path) -> None:
+    """eval_accuracy_vs_bytes.png and eval_tables.md from the results (prefixed: other benchmarks share the folder)."""
     summaries = {name: b["summary"] for name, b in results["bases"].items()}
     title = f"Rebuilt fine-tunes ({', '.join(results['tasks'])}): accuracy vs footprint, mean over seeds"
     plot_accuracy_vs_bytes(summaries, out_dir / "eval_accuracy_vs_bytes.png", title)
@@ -371,17 +399,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results, quick: .cache/quick/results)")
     parser.add_argument("--work", type=Path, help="scratch folder for the registries (default under benchmarks/.cache)")
     args = parser.parse_args(argv)
-    settings = quick_settings() if args.quick else HarnessSettings()
+    full = quick_settings() if args.quick else HarnessSettings()
+    settings = full
     if args.base:
-        unknown = sorted(set(args.base) - set(settings.bases))
+        unknown = sorted(set(args.base) - set(full.bases))
         if unknown:
-            parser.error(f"unknown base {unknown[0]!r}: choose from {', '.join(settings.bases)}")
-        settings = replace(settings, bases=tuple(args.base))
+            parser.error(f"unknown base {unknown[0]!r}: choose from {', '.join(full.bases)}")
+        settings = replace(full, bases=tuple(b for b in full.bases if b in args.base))
+    command = "python -m benchmarks.eval.harness " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.quick:
         work = args.work or CACHE_DIR / "quick"
-        results = run(settings, args.out or work / "results", work, work)
+        results = run(settings, args.out or work / "results", work, work, full.bases, command.strip())
     else:
-        results = run(settings, args.out or RESULTS_DIR, args.work or CACHE_DIR / "harness", CACHE_DIR)
+        results = run(settings, args.out or RESULTS_DIR, args.work or CACHE_DIR / "harness", CACHE_DIR, full.bases,
+                      command.strip())
     print(render(results))
     return 0
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import describe
+
 NA = "n/a"
 
 Row = dict[str, Any]
@@ -113,17 +115,25 @@ def base_sections(name: str, summary: Row, tasks: Sequence[str]) -> list[str]:
     ]
 
 
+def provenance(name: str, base: Row) -> str:
+    """Where a base's numbers come from: command, seeds done, time, machine, load, commit."""
+    state = "complete" if base["complete"] else f"partial ({len(base['runs'])} of its seeds so far)"
+    return (f"{name}: `{base['command']}`, {state}, {base['seconds']:.0f} s with {base['torch_threads']} torch "
+            f"threads. {describe(base['machine'])}")
+
+
 def render(results: Row) -> str:
     """Every table of every base as text (printed, and saved as eval_tables.md)."""
     tasks = results["tasks"]
-    parts = [f"complete: {results['complete']} (bases {', '.join(results['bases'])}; {results.get('total_seconds')} s)"]
+    parts = [f"complete: {results['complete']} (bases so far: {', '.join(results['bases'])})"]
     for name, base in results["bases"].items():
         summary = base["summary"]
-        parts += base_sections(name, summary, tasks)
-        parts += [f"### {name}: every setting", settings_table(summary, tasks),
-                  f"### {name}: merges (normalized = merged / fp32 fine-tune)", merge_summary_table(summary),
-                  f"### {name}: LoRA export (Registry.to_lora, merged back by peft)", lora_summary_table(summary),
-                  f"{name}: {summary['seconds']:.0f} s over {len(summary['seeds'])} runs"]
+        parts += [provenance(name, base), *base_sections(name, summary, tasks)]
+        parts += [f"### {name}: every setting", settings_table(summary, tasks)]
+        if summary["merges"]:
+            parts += [f"### {name}: merges (normalized = merged / fp32 fine-tune)", merge_summary_table(summary)]
+        if summary["lora_export"]:
+            parts += [f"### {name}: LoRA export (Registry.to_lora, merged back by peft)", lora_summary_table(summary)]
     return "\n\n".join(parts)
 
 
@@ -140,9 +150,12 @@ def readme_block(results: Row | None, source: str) -> str:
                      "(one base, the drug-review task, no intervals); `make eval` replaces it.")
     else:
         if not results["complete"]:
-            lines.append(f"Partial run (bases so far: {', '.join(results['bases'])}).")
+            lines.append(f"Partial results (bases so far: {', '.join(results['bases'])}).")
         for name, base in results["bases"].items():
-            lines += ["", *(part + "\n" for part in base_sections(name, base["summary"], results["tasks"]))]
+            sections = [provenance(name, base), *base_sections(name, base["summary"], results["tasks"])]
+            if base["summary"]["merges"]:
+                sections += [f"### {name}: merges (normalized = merged / fp32 fine-tune)", merge_summary_table(base["summary"])]
+            lines += ["", *(part + "\n" for part in sections)]
         plot = source.replace("eval_results.json", "eval_accuracy_vs_bytes.png")
         lines += [f"All tables: `{source.replace('eval_results.json', 'eval_tables.md')}`.", "",
                   f"![accuracy vs stored bits per parameter]({plot})"]
