@@ -317,7 +317,7 @@ def test_a_token_narrowed_to_names_reads_only_blobs_its_names_or_bases_use(serve
     with served.client("team-a") as client:
         with pytest.raises(ForbiddenError) as refused:
             client.blobs.get(only_ft0)
-        assert str(refused.value) == (f"`tvstore pull` of blob {only_ft0}: token 'team-a' is limited to names matching team-a-*, "
+        assert str(refused.value) == (f"reading blob {only_ft0} (pull, merge, rebuild): token 'team-a' is limited to names matching team-a-*, "
                                       "and no base or vector it covers uses this blob")
         for digest in (shared, base["w9"]):  # used by a vector it covers, or by a base: readable
             assert hashlib.sha256(client.blobs.get(digest)).hexdigest() == digest

@@ -55,8 +55,8 @@ async def get_blob(request: Request) -> Response:
     token = await require(request, "read", "pull")
     reg = registry_of(request)
     if not await run(reg.may_read_blob, token, digest):
-        raise ForbiddenError(f"`tvstore pull` of blob {digest}: token {token.name!r} is limited to names matching "
-                             f"{', '.join(token.names)}, and no base or vector it covers uses this blob")
+        raise ForbiddenError(f"reading blob {digest} (pull, merge, rebuild): token {token.name!r} is limited to "
+                             f"names matching {', '.join(token.names)}, and no base or vector it covers uses this blob")
     url = presigned_url(reg.blobs, digest, "GET")
     if url is not None:
         return RedirectResponse(url, status_code=307)
