@@ -53,6 +53,8 @@ Score = Callable[[Path], float]
 FAMILIES: dict[str, tuple[str, ...]] = {
     "quant": tuple(f"quant:bits={b},granularity=group,group_size=128,clip=mse" for b in (8, 4, 3, 2, 1)),
     "sign": tuple(f"sign:density={d}" for d in (0.3, 0.2, 0.1, 0.05, 0.02, 0.01)),
+    # Delta-CoMe's mixed-precision SVD, rank 128 down to 8 (a short fine-tune's delta is nearly low-rank)
+    "svdmix": tuple(f"svdmix:rank={r},top={t}" for r, t in ((128, 16), (64, 8), (32, 8), (16, 4), (8, 2))),
     "auto": tuple(f"auto:max_error={e}" for e in (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7)),
 }
 _TAIL = 300
