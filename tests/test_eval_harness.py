@@ -259,6 +259,12 @@ def test_a_base_rerun_alone_keeps_the_other_bases_entry(quick_run, tmp_path: Pat
     # an entry still missing seeds makes the whole file partial
     partial = record_base(out, settings, "tiny-bert", {**results["bases"]["tiny-bert"], "complete": False})
     assert partial["complete"] is False and "tiny-bert: ``, partial (3 of its seeds so far)" in (out / "eval_tables.md").read_text()
-    # other settings (here: another seed list) never share a file: it starts afresh
+    # one base's scope may change: the other base's entry stays, each entry names its own scope
+    fewer = replace(settings.scope_for("tiny-mpnet"), codecs=settings.scope.codecs[:1])
+    rescoped = record_base(out, replace(settings, scopes=(("tiny-mpnet", fewer),)), "tiny-mpnet", rerun)
+    assert list(rescoped["bases"]) == ["tiny-bert", "tiny-mpnet"]
+    assert [c["spec"] for c in rescoped["bases"]["tiny-mpnet"]["scope"]["codecs"]] == ["lossless"]
+    assert rescoped["bases"]["tiny-bert"]["runs"] == results["bases"]["tiny-bert"]["runs"]
+    # other shared settings (here: another seed list) never share a file: it starts afresh
     other = record_base(out, replace(settings, seeds=(0,)), "tiny-mpnet", rerun)
     assert list(other["bases"]) == ["tiny-mpnet"] and other["complete"] is False

@@ -358,22 +358,34 @@ def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, cache_dir: Pat
     return results
 
 
+#: settings that differ by base (each base's entry records its own scope); the rest every base shares
+PER_BASE_SETTINGS = ("bases", "scope", "scopes")
+
+
+def shared_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """What every base in one results file must share: seeds, tasks, splits, fine-tune schedule, target, budgets."""
+    return {key: value for key, value in settings.items() if key not in PER_BASE_SETTINGS}
+
+
 def record_base(out_dir: Path, settings: HarnessSettings, base_name: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """Put ``entry`` in as ``base_name``'s results, keeping other bases' entries made with the same settings.
+    """Put ``entry`` in as ``base_name``'s results, keeping other bases' entries made with the same shared settings.
 
     Read-modify-write under a file lock (two bases may finish runs at the same
-    moment) and an atomic rename; a file written with other settings (or by an
-    older harness) is started afresh, so one file never mixes settings.
-    Then the tables and the plot are rendered from the whole file.
+    moment) and an atomic rename. A file whose shared settings differ (or
+    written by an older harness) is started afresh, so one file never compares
+    bases measured differently; a base's own scope may change without touching
+    the others' entries. Then the tables and the plot are rendered from the whole file.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "eval_results.json"
-    wanted = json.loads(json.dumps(asdict(settings), default=str))
+    wanted = shared_settings(json.loads(json.dumps(asdict(settings), default=str)))
+    entry = {**entry, "scope": json.loads(json.dumps(asdict(settings.scope_for(base_name)), default=str))}
     with (out_dir / ".eval_results.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(path.read_text()) if path.exists() else {}
-        if results.get("settings") != wanted:
+        if shared_settings(results.get("settings", {})) != wanted or "bases" not in results:
             results = {"settings": wanted, "tasks": list(settings.tasks), "bases": {}}
+        results["settings"] = wanted
         bases = {**results["bases"], base_name: entry}
         results["bases"] = {name: bases[name] for name in settings.bases if name in bases}
         results["complete"] = all(name in bases and bases[name]["complete"] for name in settings.bases)
