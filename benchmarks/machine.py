@@ -37,8 +37,13 @@ def _commit() -> str:
 
 
 def snapshot() -> dict:
-    """Taken at the start of a benchmark."""
-    return {"load_before": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    """Taken at the start of a benchmark: the load, and the commit whose code is about to run.
+
+    The commit is read here, not at the end: a run of hours (``make eval``)
+    keeps running the code it started with while the checkout moves on.
+    """
+    return {"load_before": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "commit": _commit()}
 
 
 def finish(before: dict) -> dict:
@@ -47,8 +52,7 @@ def finish(before: dict) -> dict:
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {**before, "load_after": os.getloadavg(), "cores": os.cpu_count(), "cpu": _cpu_model(),
-            "memory_gib": round(mem / 2**30, 1), "python": platform.python_version(), "torch": torch.__version__,
-            "commit": _commit()}
+            "memory_gib": round(mem / 2**30, 1), "python": platform.python_version(), "torch": torch.__version__}
 
 
 def describe(m: dict) -> str:
