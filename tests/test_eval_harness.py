@@ -268,3 +268,11 @@ def test_a_base_rerun_alone_keeps_the_other_bases_entry(quick_run, tmp_path: Pat
     # other shared settings (here: another seed list) never share a file: it starts afresh
     other = record_base(out, replace(settings, seeds=(0,)), "tiny-mpnet", rerun)
     assert list(other["bases"]) == ["tiny-mpnet"] and other["complete"] is False
+
+
+def test_a_merge_source_must_be_a_measured_setting() -> None:
+    from benchmarks.eval.settings import CODECS, Scope
+
+    assert Scope().merge_sources == ("svdmix:rank=32,top=8", "mixed:bits=0.5")
+    with pytest.raises(ValueError, match="^merge source 'sign:density=0.3' is not among the scope's codec settings$"):
+        Scope(codecs=CODECS, merge_sources=("sign:density=0.3",))

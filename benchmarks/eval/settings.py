@@ -123,6 +123,12 @@ class Scope:
     #: score on the first N test examples only (``None``: all); every row and reference of the base alike
     test_examples: int | None = None
 
+    def __post_init__(self) -> None:
+        measured = {c.spec for c in self.codecs}
+        missing = [spec for spec in self.merge_sources if spec not in measured]
+        if missing:
+            raise ValueError(f"merge source {missing[0]!r} is not among the scope's codec settings")
+
     def splits(self) -> tuple[str, ...]:
         """Splits the fp32 references are scored on: validation only chooses merge coefficients."""
         return ("test", "val") if self.merges else ("test",)
