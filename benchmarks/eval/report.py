@@ -115,6 +115,13 @@ def base_sections(name: str, summary: Row, tasks: Sequence[str]) -> list[str]:
     ]
 
 
+def merge_sections(name: str, summary: Row) -> list[str]:
+    """The merge table of a base whose scope merges; nothing for one that does not."""
+    if not summary["merges"]:
+        return []
+    return [f"### {name}: merges (normalized = merged / fp32 fine-tune)", merge_summary_table(summary)]
+
+
 def provenance(name: str, base: Row) -> str:
     """Where a base's numbers come from: command, seeds done, time, machine, load, commit."""
     state = "complete" if base["complete"] else f"partial ({len(base['runs'])} of its seeds so far)"
@@ -129,9 +136,7 @@ def render(results: Row) -> str:
     for name, base in results["bases"].items():
         summary = base["summary"]
         parts += [provenance(name, base), *base_sections(name, summary, tasks)]
-        parts += [f"### {name}: every setting", settings_table(summary, tasks)]
-        if summary["merges"]:
-            parts += [f"### {name}: merges (normalized = merged / fp32 fine-tune)", merge_summary_table(summary)]
+        parts += [f"### {name}: every setting", settings_table(summary, tasks), *merge_sections(name, summary)]
         if summary["lora_export"]:
             parts += [f"### {name}: LoRA export (Registry.to_lora, merged back by peft)", lora_summary_table(summary)]
     return "\n\n".join(parts)
@@ -152,9 +157,8 @@ def readme_block(results: Row | None, source: str) -> str:
         if not results["complete"]:
             lines.append(f"Partial results (bases so far: {', '.join(results['bases'])}).")
         for name, base in results["bases"].items():
-            sections = [provenance(name, base), *base_sections(name, base["summary"], results["tasks"])]
-            if base["summary"]["merges"]:
-                sections += [f"### {name}: merges (normalized = merged / fp32 fine-tune)", merge_summary_table(base["summary"])]
+            sections = [provenance(name, base), *base_sections(name, base["summary"], results["tasks"]),
+                        *merge_sections(name, base["summary"])]
             lines += ["", *(part + "\n" for part in sections)]
         plot = source.replace("eval_results.json", "eval_accuracy_vs_bytes.png")
         lines += [f"All tables: `{source.replace('eval_results.json', 'eval_tables.md')}`.", "",
