@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from tvstore import Registry
+from tvstore.codecs import planes
 from tvstore.codecs.encoded import XOR
 from tvstore.codecs.lossless import Lossless
 from tvstore.tensors.components import Component, delta, rebuild
@@ -125,3 +127,15 @@ def test_xor_into_applies_each_plane_in_place(dtype: torch.dtype) -> None:
         assert torch.equal(bits(out), bits(ft["w"]))
     with pytest.raises(ValueError, match="lossless payload holds"):
         Lossless().xor_into(Lossless().encode(x), base["edge"].clone())
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+def test_xor_planes_into_matches_joining_then_xoring_across_chunks(width: int) -> None:
+    """Every width, over more elements than three cache-sized chunks and a ragged end."""
+    rng = np.random.default_rng(width)
+    n = 3 * (planes._CHUNK_BYTES // width) + 7
+    words = rng.integers(0, 256, n * width, dtype=np.uint8).view(planes._UINT[width])
+    out = rng.integers(0, 256, n * width, dtype=np.uint8)
+    expected = out.view(planes._UINT[width]) ^ words
+    planes.xor_planes_into(planes.split_planes(words), width, out)
+    assert np.array_equal(out.view(planes._UINT[width]), expected)

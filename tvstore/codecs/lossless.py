@@ -53,7 +53,7 @@ class Lossless(Codec):
         return out
 
     def xor_into(self, data: bytes, out: torch.Tensor) -> torch.Tensor:
-        """``out ^= decode(data)`` bitwise, each byte plane straight into its byte column of ``out``.
+        """``out ^= decode(data)`` bitwise, the planes XORed into ``out`` chunk by chunk.
 
         What an ``xor`` component's rebuild does: no decoded tensor and no joined
         copy in between, so a rebuild holds the output and the compressed planes only.
@@ -65,10 +65,7 @@ class Lossless(Codec):
             ints = planes.int_view(out.dtype)
             out.view(ints).bitwise_xor_(self.decode(data, tuple(out.shape), ints))
             return out
-        grid = out.reshape(-1).view(torch.uint8).numpy().reshape(-1, width)
-        for i, plane in enumerate(sections):  # most significant plane first; little-endian columns
-            column = grid[:, width - 1 - i]
-            np.bitwise_xor(column, np.frombuffer(plane, dtype=np.uint8), out=column)
+        planes.xor_planes_into(sections, width, out.reshape(-1).view(torch.uint8).numpy())
         return out
 
     def _sections(self, data: bytes, nbytes: int) -> tuple[list, int, bool]:

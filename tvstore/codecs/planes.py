@@ -6,7 +6,7 @@ low-entropy exponents (deltas sit in a narrow exponent range) apart from the
 near-random mantissa planes, which would otherwise dilute its statistics.
 
 Speed: these transforms are memory-bound, so the fused versions
-(:func:`rotated_planes`, :func:`join_rotated`) walk the array in chunks that
+(:func:`rotated_planes`, :func:`join_rotated`, :func:`xor_planes_into`) walk the array in chunks that
 fit in L2 cache: the rotation's temporaries never reach main memory, and each
 element crosses the memory bus once in and once out instead of once per
 numpy operation.
@@ -113,3 +113,26 @@ def join_rotated(planes: list, width: int, rotate: bool, out: np.ndarray | None 
         if rotate:
             _rotate_right_inplace(result[start:stop], tmp[: stop - start])
     return result.astype(_UINT[width], copy=False)
+
+
+def xor_planes_into(planes: list, width: int, out: np.ndarray) -> None:
+    """``out ^= join_planes(planes, width)`` (no rotation), in one cache-sized pass.
+
+    Each chunk's integers are assembled from the planes by contiguous shifts
+    and ORs, then XORed into ``out`` as whole integers: writing each plane into
+    its strided byte column of ``out`` instead ran at half the speed.
+    """
+    n = len(planes[0]) if planes else 0
+    result = out.reshape(-1).view(np.uint8).view(np.dtype(_UINT[width]).newbyteorder("<"))
+    sources = [np.frombuffer(p, dtype=np.uint8) for p in planes]
+    step = max(1, _CHUNK_BYTES // width)
+    word = np.empty(min(step, n), dtype=result.dtype)
+    shifted = np.empty_like(word)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        w, s = word[: stop - start], shifted[: stop - start]
+        w[...] = sources[-1][start:stop]  # least significant plane: no shift
+        for i, src in enumerate(sources[:-1]):  # most significant first
+            np.left_shift(src[start:stop], 8 * (width - 1 - i), out=s, dtype=s.dtype)
+            np.bitwise_or(w, s, out=w)
+        np.bitwise_xor(result[start:stop], w, out=result[start:stop])
