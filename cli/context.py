@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import typer
 
 from tvstore.cli.output import rich_progress
 from tvstore.errors import UsageError
 from tvstore.registry import Registry
-from tvstore.remote import RemoteRegistry
+
+if TYPE_CHECKING:  # imported by Registry.open for --remote only: a local command never loads the HTTP client
+    from tvstore.remote import RemoteRegistry
 
 
 @dataclass
