@@ -13,6 +13,10 @@ lossless pushes). Then, each pair timed alternately in one run, median of
   ``shutil.copytree`` in a process of its own;
 - a rebuild into memory through the Python API (``Registry.rebuild``, every tensor read) vs
   ``safetensors.torch.load_file`` + reading every tensor, with 1 and 2 threads;
+- where the time goes: a one-thread rebuild into memory (lossless, quant 4-bit)
+  under cProfile, its own time split into reading, zstd, byte planes, hashing,
+  torch arithmetic, the database and the rest; and the CLI's start-up (a
+  process that only imports the pull path);
 - push of one fine-tune (lossless, quant 4-bit): MB/s of bf16 input per core
   and peak anonymous memory above the process's start as a multiple of the
   largest tensor;
@@ -163,6 +167,42 @@ def child_rebuild(home: str, ref: str, workers: str) -> None:
     bm.child_report(t0)
 
 
+#: where a profiled rebuild's own time goes: the first rule whose needle is in a function's key takes it
+PROFILE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("read blob files", ("'readinto' of '_io.FileIO'",)),
+    ("zstd decode", ("ZstdDecompressor",)),
+    ("byte planes: join, rotate, XOR (numpy)", ("tvstore/codecs/planes.py",)),
+    ("content hash", ("_hashlib", "blake3")),
+    ("codec arithmetic (torch)", ("torch._C", "/torch/")),
+    ("database (SQLAlchemy, SQLite)", ("sqlalchemy", "sqlite3")),
+)
+
+
+def child_profile(home: str, ref: str) -> None:
+    """One rebuild into memory on one thread under cProfile: seconds of own time per part (PROFILE_PARTS)."""
+    import cProfile
+    import pstats
+
+    import tvstore.registry  # noqa: F401
+
+    torch.set_num_threads(1)
+    with bm.open_registry(home) as reg:  # once unprofiled: blobs verified and marked, as on any later read
+        for _ in reg.rebuild(ref, workers=1):
+            pass
+    prof = cProfile.Profile()
+    with bm.open_registry(home) as reg:
+        prof.enable()
+        for _ in reg.rebuild(ref, workers=1):
+            pass
+        prof.disable()
+    parts = dict.fromkeys([name for name, _ in PROFILE_PARTS] + ["Python and other"], 0.0)
+    for (path, line, func), (_, _, own, _, _) in pstats.Stats(prof).stats.items():
+        key = f"{path}:{line}:{func}"
+        parts[next((name for name, needles in PROFILE_PARTS if any(n in key for n in needles)),
+                   "Python and other")] += own
+    print(json.dumps({"parts": parts}))
+
+
 def child_load(ckpt: str) -> None:
     bm.run_load_full(ckpt)
 
@@ -179,7 +219,7 @@ def child_push(home: str, name: str, path: str, codec: str) -> None:
 
 
 CHILDREN = {"pull": child_pull, "copytree": child_copytree, "rebuild": child_rebuild, "load": child_load,
-            "push": child_push}
+            "push": child_push, "profile": child_profile}
 
 
 def child(*args: str, out: Path | None = None) -> dict:
@@ -191,13 +231,15 @@ def child(*args: str, out: Path | None = None) -> dict:
     return result
 
 
-def timed(cmd: list[str], out: Path) -> float:
-    """Wall seconds of a whole process (start-up and imports included)."""
-    shutil.rmtree(out, ignore_errors=True)
+def timed(cmd: list[str], out: Path | None = None) -> float:
+    """Wall seconds of a whole process (start-up and imports included); ``out`` is cleared before and after."""
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     wall = time.perf_counter() - t0
-    shutil.rmtree(out, ignore_errors=True)
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
     return wall
 
 
@@ -257,6 +299,15 @@ def rebuild_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib
                          "x_largest": extra / largest_mib, **r})
             print(f"  rebuild {codec} x{workers}: {r['tv_s']:.2f}s vs {r['ref_s']:.2f}s", flush=True)
     return rows
+
+
+def profile_rows(a, homes: dict[str, Path]) -> list[dict]:
+    """Where the time goes: one-thread in-memory rebuilds under cProfile, and the CLI's start-up."""
+    rows = [{"codec": codec, **child("profile", str(homes[codec]), vector_ref(codec))}
+            for codec in a.codecs if codec in ("lossless", "quant:bits=4")]
+    imports = [sys.executable, "-c", "import tvstore.cli.app, tvstore.ops.pull"]
+    startup = statistics.median(timed(imports) for _ in range(a.repeat))
+    return rows + [{"startup_s": startup, "startup_command": "python -c 'import tvstore.cli.app, tvstore.ops.pull'"}]
 
 
 def push_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib: float) -> list[dict]:
@@ -347,6 +398,8 @@ def report(res: dict) -> str:
         mem = (f"{r['peak_extra_anon_mib']:.0f} | {r['x_largest']:.1f}" if "x_largest" in r else "- | -")
         lines.append(f"| {r['codec']} | {r['workers']} | {r['tv_s']:.2f} | {r['ref_s']:.2f} | {r['ratio']:.2f}x | "
                      f"{r['out_gb_s']:.2f} | {r['out_gb_s'] / r['workers']:.2f} | {mem} |")
+    if res.get("profile"):
+        lines += profile_section(res["profile"], res["pull"])
     lines += ["", "## Push of one fine-tune (in-process, 2 threads)", "",
               "| codec | wall s | MB/s | MB/s per core | peak memory above start MiB | x largest tensor |",
               "|---|--:|--:|--:|--:|--:|"]
@@ -362,6 +415,28 @@ def report(res: dict) -> str:
             lines.append(f"| {r['tool']} | {r['ratio']:.3f} | {r['decode_mb_s']:.0f} |")
     lines += ["", f"Command: `{res['command']}`", ""]
     return "\n".join(lines)
+
+
+def profile_section(rows: list[dict], pulls: list[dict]) -> list[str]:
+    """The profile's parts as shares of each codec's one-thread rebuild, then the CLI's start-up."""
+    *codecs, startup = rows
+    names = list(codecs[0]["parts"])
+    lines = ["", "## Where the time goes (one-thread rebuild into memory under cProfile, own time per part)", "",
+             "| part | " + " | ".join(f"{r['codec']} s | share" for r in codecs) + " |",
+             "|---|" + "--:|--:|" * len(codecs)]
+    for name in names + ["total"]:
+        cells = []
+        for r in codecs:
+            total = sum(r["parts"].values())
+            value = total if name == "total" else r["parts"][name]
+            cells.append(f"{value:.2f} | {value / total:.0%}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    warm = [r for r in pulls if r["cache"] == "warm" and r["what"].startswith("pull --checkpoint")]
+    whole = ", ".join(f"{r['codec']} {r['tv_s']:.2f} s" for r in warm)
+    lines += ["", f"Interpreter start-up and imports of the pull path (`{startup['startup_command']}`, a whole "
+                  f"process, median): {startup['startup_s']:.2f} s"
+              + (f"; the whole warm `pull --checkpoint` processes above: {whole}." if warm else ".")]
+    return lines
 
 
 def parse_args() -> argparse.Namespace:
@@ -401,6 +476,7 @@ def main() -> None:
     res["pull"] = pull_rows(a, work, homes)
     res["evicted_by"] = next((r["evicted_by"] for r in res["pull"] if r["evicted_by"]), "-")
     res["rebuild"] = rebuild_rows(a, work, homes, nbytes, largest_mib)
+    res["profile"] = [] if a.scale else profile_rows(a, homes)
     res["push"] = push_rows(a, work, homes, nbytes, largest_mib)
     res["zipnn"] = [] if a.scale else zipnn_rows(work)
     res["machine"] = machine.finish(before)
