@@ -61,6 +61,8 @@ def rebuild_paragraph(r: dict) -> str:
             f"{span([x['out_gb_s'] for x in two if x['codec'] == 'lossless'])} GB/s on two (lossless)"
             + (f", peak memory {span([x['x_largest'] for x in mem if 'x_largest' in x], '{:.1f}')}x the largest "
                f"tensor" if any("x_largest" in x for x in mem) else "") + ". ")
+    if r.get("profile"):
+        text += profile_sentence(r["profile"])
     if push:
         text += "Push: " + "; ".join(
             f"{c} {p['mb_s_per_core']:.0f} MB/s of bf16 input per core, peak memory {p['x_largest']:.1f}x the largest "
@@ -71,6 +73,19 @@ def rebuild_paragraph(r: dict) -> str:
                  f"{ours['ratio']:.3f}, decode {ours['decode_mb_s']:.0f} MB/s; " + "; ".join(
                      f"{p['tool']} {p['ratio']:.3f}, {p['decode_mb_s']:.0f} MB/s" for p in peers) + ". ")
     return text + "Table: `benchmarks/results/rebuild.md`."
+
+
+def profile_sentence(rows: list[dict]) -> str:
+    """The three largest parts of each profiled one-thread rebuild, and the CLI's start-up."""
+    *codecs, startup = rows
+
+    def top(parts: dict[str, float]) -> str:
+        total = sum(parts.values())
+        return ", ".join(f"{name} {value / total:.0%}" for name, value in sorted(parts.items(), key=lambda kv: -kv[1])[:3])
+
+    return ("Where a one-thread rebuild's time goes (cProfile): " + "; ".join(f"{r['codec']}: {top(r['parts'])}"
+                                                                            for r in codecs)
+            + f". Starting the interpreter and importing the pull path alone takes {startup['startup_s']:.2f} s. ")
 
 
 def scale_paragraph(s: dict, small: dict | None) -> str:
