@@ -307,7 +307,7 @@ def profile_rows(a, homes: dict[str, Path]) -> list[dict]:
             for codec in a.codecs if codec in ("lossless", "quant:bits=4")]
     imports = [sys.executable, "-c", "import tvstore.cli.app, tvstore.ops.pull"]
     startup = statistics.median(timed(imports) for _ in range(a.repeat))
-    return rows + [{"startup_s": startup, "startup_command": "python -c 'import tvstore.cli.app, tvstore.ops.pull'"}]
+    return rows + [{"startup_s": startup, "startup_command": f"python -c '{imports[-1]}'"}]
 
 
 def push_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib: float) -> list[dict]:
