@@ -276,3 +276,37 @@ def test_a_merge_source_must_be_a_measured_setting() -> None:
     assert Scope().merge_sources == ("svdmix:rank=32,top=8", "mixed:bits=0.5")
     with pytest.raises(ValueError, match="^merge source 'sign:density=0.3' is not among the scope's codec settings$"):
         Scope(codecs=CODECS, merge_sources=("sign:density=0.3",))
+
+
+def test_resume_runs_only_the_missing_seeds(quick_run, tmp_path: Path) -> None:
+    """A stopped run continues: the recorded seeds are kept with their provenance, only the missing one runs."""
+    import shutil
+
+    from benchmarks.eval.harness import record_base, run
+
+    results, root, settings = quick_run
+    out = tmp_path / "results"
+    shutil.copytree(root / "results", out)
+    recorded = results["bases"]["tiny-mpnet"]
+    stopped = {**recorded, "runs": recorded["runs"][:2], "complete": False, "command": "first invocation"}
+    record_base(out, settings, "tiny-mpnet", stopped)
+    one_base = replace(settings, bases=("tiny-mpnet",))
+    resumed = run(one_base, out, root / "work", root, settings.bases, "second invocation", resume=True)
+    entry = resumed["bases"]["tiny-mpnet"]
+    assert [r["seed"] for r in entry["runs"]] == [0, 1, 2] and entry["complete"] is True and resumed["complete"] is True
+    assert entry["runs"][:2] == recorded["runs"][:2]
+    assert entry["runs"][2]["individual"] == recorded["runs"][2]["individual"]  # same cached fine-tunes, same scores
+    assert [(p["seeds"], p["command"]) for p in entry["earlier"]] == [([0, 1], "first invocation")]
+    assert entry["command"] == "second invocation" and resumed["bases"]["tiny-bert"] == results["bases"]["tiny-bert"]
+    tables = (out / "eval_tables.md").read_text()
+    assert "Seed(s) 0, 1 come from an earlier run (resumed): `first invocation`" in tables
+    # nothing left to run: the file as it stands, untouched
+    on_disk = (out / "eval_results.json").read_text()
+    assert run(one_base, out, root / "work", root, settings.bases, "third", resume=True) == json.loads(on_disk)
+    assert (out / "eval_results.json").read_text() == on_disk
+    # a scope that differs cannot be continued
+    fewer = replace(settings.scope_for("tiny-mpnet"), codecs=settings.scope.codecs[:1])
+    rescoped = replace(one_base, scopes=(("tiny-mpnet", fewer),))
+    with pytest.raises(SystemExit, match="^cannot resume tiny-mpnet: its recorded scope differs from this run's; "
+                                         "run without --resume$"):
+        run(rescoped, out, root / "work", root, settings.bases, "fourth", resume=True)

@@ -2,6 +2,7 @@
 
     python -m benchmarks.eval.harness                 # MiniLM and MPNet, three tasks, seeds 0-2 (hours on 2 cores)
     python -m benchmarks.eval.harness --base minilm   # one base only
+    python -m benchmarks.eval.harness --resume        # keep the recorded seeds, run only the missing ones
     python -m benchmarks.eval.harness --quick         # tiny random BERT and MPNet, a few dozen examples (seconds)
 
 For every base and every fine-tune seed, one run: fine-tune each task (cached), push every fine-tune into a fresh
@@ -328,7 +329,7 @@ def run_seed(settings: HarnessSettings, tasks: dict[str, Task], base_name: str, 
 
 
 def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, cache_dir: Path,
-        all_bases: tuple[str, ...] | None = None, command: str = "") -> dict[str, Any]:
+        all_bases: tuple[str, ...] | None = None, command: str = "", resume: bool = False) -> dict[str, Any]:
     """Every base x seed of ``settings``; after each finished run, that base's entry of the results is rewritten.
 
     A run that fails raises before anything of it is written.  Each base's
@@ -336,6 +337,9 @@ def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, cache_dir: Pat
     as separate invocations (two processes, or one base rerun) and the results
     file gathers them (:func:`record_base`); ``complete`` says whether every
     base of ``all_bases`` (default: ``settings.bases``) has every seed in.
+    With ``resume``, a base keeps the seeds its recorded entry already has
+    (:func:`recorded_runs`) and runs only the missing ones: a run of hours that
+    was stopped need not start over.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
@@ -346,16 +350,41 @@ def run(settings: HarnessSettings, out_dir: Path, work_dir: Path, cache_dir: Pat
         tasks = load_tasks(list(settings.tasks), settings.finetune.sizes, settings.split_seed)
         for base_name in settings.bases:
             before, started = machine.snapshot(), time.perf_counter()
-            runs: list[dict[str, Any]] = []
-            for seed in settings.seeds:
-                runs.append(run_seed(settings, tasks, base_name, seed, work_dir, cache_dir))
+            runs, earlier = recorded_runs(out_dir, full, base_name) if resume else ([], [])
+            for seed in [s for s in settings.seeds if s not in {r["seed"] for r in runs}]:
+                runs = sorted([*runs, run_seed(settings, tasks, base_name, seed, work_dir, cache_dir)],
+                              key=lambda r: r["seed"])
                 entry = {"runs": runs, "summary": summarize(runs, settings), "complete": len(runs) == len(settings.seeds),
                          "seconds": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),
-                         "machine": machine.finish(before), "command": command}
+                         "machine": machine.finish(before), "command": command, "earlier": earlier}
                 results = record_base(out_dir, full, base_name, entry)
     finally:
         torch.set_num_threads(threads)
-    return results
+    return results or json.loads((out_dir / "eval_results.json").read_text())  # resumed with nothing left to run
+
+
+def recorded_runs(out_dir: Path, settings: HarnessSettings, base_name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The runs ``base_name``'s recorded entry already holds, and where they came from, for ``--resume``.
+
+    Only an entry measured the same way can be continued: the same shared
+    settings and the same scope, else the error says what differs.  The
+    provenance of the kept runs (their seeds, command, seconds, machine and
+    commit) goes on as the new entry's ``earlier`` list.
+    """
+    path = out_dir / "eval_results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    entry = results.get("bases", {}).get(base_name)
+    if entry is None:
+        return [], []
+    wanted = json.loads(json.dumps(asdict(settings), default=str))
+    if shared_settings(results["settings"]) != shared_settings(wanted):
+        raise SystemExit(f"cannot resume {base_name}: {path} was measured with other shared settings; run without --resume")
+    if entry["scope"] != json.loads(json.dumps(asdict(settings.scope_for(base_name)), default=str)):
+        raise SystemExit(f"cannot resume {base_name}: its recorded scope differs from this run's; run without --resume")
+    runs = [r for r in entry["runs"] if r["seed"] in settings.seeds]
+    part = {"seeds": [r["seed"] for r in runs], "command": entry["command"], "seconds": entry["seconds"],
+            "machine": entry["machine"]}
+    return runs, [*entry.get("earlier", []), part] if runs else []
 
 
 #: settings that differ by base (each base's entry records its own scope); the rest every base shares
@@ -410,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", action="append", help="base model to run (repeatable; default: every base)")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results, quick: .cache/quick/results)")
     parser.add_argument("--work", type=Path, help="scratch folder for the registries (default under benchmarks/.cache)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the seeds each base's recorded entry already has; run only the missing ones")
     args = parser.parse_args(argv)
     full = quick_settings() if args.quick else HarnessSettings()
     settings = full
@@ -421,10 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.eval.harness " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.quick:
         work = args.work or CACHE_DIR / "quick"
-        results = run(settings, args.out or work / "results", work, work, full.bases, command.strip())
+        results = run(settings, args.out or work / "results", work, work, full.bases, command.strip(), args.resume)
     else:
         results = run(settings, args.out or RESULTS_DIR, args.work or CACHE_DIR / "harness", CACHE_DIR, full.bases,
-                      command.strip())
+                      command.strip(), args.resume)
     print(render(results))
     return 0
 

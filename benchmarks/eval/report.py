@@ -123,10 +123,15 @@ def merge_sections(name: str, summary: Row) -> list[str]:
 
 
 def provenance(name: str, base: Row) -> str:
-    """Where a base's numbers come from: command, seeds done, time, machine, load, commit."""
+    """Where a base's numbers come from: command, seeds done, time, machine, load, commit (of each resumed part too)."""
     state = "complete" if base["complete"] else f"partial ({len(base['runs'])} of its seeds so far)"
-    return (f"{name}: `{base['command']}`, {state}, {base['seconds']:.0f} s with {base['torch_threads']} torch "
+    text = (f"{name}: `{base['command']}`, {state}, {base['seconds']:.0f} s with {base['torch_threads']} torch "
             f"threads. {describe(base['machine'])}")
+    for part in base.get("earlier", []):
+        seeds = ", ".join(str(s) for s in part["seeds"])
+        text += (f" Seed(s) {seeds} come from an earlier run (resumed): `{part['command']}`, {part['seconds']:.0f} s."
+                 f" {describe(part['machine'])}")
+    return text
 
 
 def render(results: Row) -> str:
