@@ -301,13 +301,13 @@ def rebuild_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib
     return rows
 
 
-def profile_rows(a, homes: dict[str, Path]) -> list[dict]:
+def profile_rows(a, homes: dict[str, Path]) -> dict:
     """Where the time goes: one-thread in-memory rebuilds under cProfile, and the CLI's start-up."""
     rows = [{"codec": codec, **child("profile", str(homes[codec]), vector_ref(codec))}
             for codec in a.codecs if codec in ("lossless", "quant:bits=4")]
     imports = [sys.executable, "-c", "import tvstore.cli.app, tvstore.ops.pull"]
     startup = statistics.median(timed(imports) for _ in range(a.repeat))
-    return rows + [{"startup_s": startup, "startup_command": f"python -c '{imports[-1]}'"}]
+    return {"rebuilds": rows, "startup": {"seconds": startup, "command": f"python -c '{imports[-1]}'"}}
 
 
 def push_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib: float) -> list[dict]:
@@ -417,9 +417,9 @@ def report(res: dict) -> str:
     return "\n".join(lines)
 
 
-def profile_section(rows: list[dict], pulls: list[dict]) -> list[str]:
+def profile_section(profile: dict, pulls: list[dict]) -> list[str]:
     """The profile's parts as shares of each codec's one-thread rebuild, then the CLI's start-up."""
-    *codecs, startup = rows
+    codecs, startup = profile["rebuilds"], profile["startup"]
     names = list(codecs[0]["parts"])
     lines = ["", "## Where the time goes (one-thread rebuild into memory under cProfile, own time per part)", "",
              "| part | " + " | ".join(f"{r['codec']} s | share" for r in codecs) + " |",
@@ -433,8 +433,8 @@ def profile_section(rows: list[dict], pulls: list[dict]) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     warm = [r for r in pulls if r["cache"] == "warm" and r["what"].startswith("pull --checkpoint")]
     whole = ", ".join(f"{r['codec']} {r['tv_s']:.2f} s" for r in warm)
-    lines += ["", f"Interpreter start-up and imports of the pull path (`{startup['startup_command']}`, a whole "
-                  f"process, median): {startup['startup_s']:.2f} s"
+    lines += ["", f"Interpreter start-up and imports of the pull path (`{startup['command']}`, a whole "
+                  f"process, median): {startup['seconds']:.2f} s"
               + (f"; the whole warm `pull --checkpoint` processes above: {whole}." if warm else ".")]
     return lines
 
@@ -476,7 +476,7 @@ def main() -> None:
     res["pull"] = pull_rows(a, work, homes)
     res["evicted_by"] = next((r["evicted_by"] for r in res["pull"] if r["evicted_by"]), "-")
     res["rebuild"] = rebuild_rows(a, work, homes, nbytes, largest_mib)
-    res["profile"] = [] if a.scale else profile_rows(a, homes)
+    res["profile"] = {} if a.scale else profile_rows(a, homes)
     res["push"] = push_rows(a, work, homes, nbytes, largest_mib)
     res["zipnn"] = [] if a.scale else zipnn_rows(work)
     res["machine"] = machine.finish(before)

@@ -75,17 +75,16 @@ def rebuild_paragraph(r: dict) -> str:
     return text + "Table: `benchmarks/results/rebuild.md`."
 
 
-def profile_sentence(rows: list[dict]) -> str:
+def profile_sentence(profile: dict) -> str:
     """The three largest parts of each profiled one-thread rebuild, and the CLI's start-up."""
-    *codecs, startup = rows
 
     def top(parts: dict[str, float]) -> str:
         total = sum(parts.values())
         return ", ".join(f"{name} {value / total:.0%}" for name, value in sorted(parts.items(), key=lambda kv: -kv[1])[:3])
 
     return ("Where a one-thread rebuild's time goes (cProfile): " + "; ".join(f"{r['codec']}: {top(r['parts'])}"
-                                                                            for r in codecs)
-            + f". Starting the interpreter and importing the pull path alone takes {startup['startup_s']:.2f} s. ")
+                                                                            for r in profile["rebuilds"])
+            + f". Starting the interpreter and importing the pull path alone takes {profile['startup']['seconds']:.2f} s. ")
 
 
 def scale_paragraph(s: dict, small: dict | None) -> str:
