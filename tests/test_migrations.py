@@ -30,19 +30,6 @@ def test_head_revision_constant_is_the_scripts_head() -> None:
     assert HEAD_REVISION == scripts_head() == "0004"
 
 
-def test_a_current_registry_is_used_without_importing_alembic(database_url: str, tmp_path) -> None:
-    """Every command checks the schema first: on a current registry that costs one query, no Alembic import."""
-    import subprocess
-    import sys
-
-    Registry.open(database_url=database_url, blob_url=str(tmp_path / "b")).init()
-    probe = ("import sys; from tvstore import Registry; "
-             f"reg = Registry.open(database_url={database_url!r}, blob_url={str(tmp_path / 'b')!r}); "
-             "print(reg.list(), reg.schema_revision(), sorted(m for m in sys.modules if m.startswith('alembic')))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out == "[] ('0004', '0004') []\n"
-
-
 def test_uninitialised_registry_says_run_init(database_url: str, tmp_path) -> None:
     reg = Registry.open(database_url=database_url, blob_url=str(tmp_path / "b"))
     with pytest.raises(SchemaError, match=r"run `tvstore init`"):

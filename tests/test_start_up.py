@@ -1,0 +1,59 @@
+"""What a command loads before it works: every CLI process pays for its imports.
+
+A pull's time is mostly start-up (``benchmarks/results/rebuild.md``), so the
+modules only some commands need stay out of the others: Alembic is imported
+only for a schema that is not current, the merge machinery only for a merge,
+the HTTP client and server only for a remote or ``serve``. Checked through
+the installed ``tvstore`` command, with Python's own import trace. (pydantic
+is not on the list: typer imports it for its own use whenever it is installed.)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import tvstore_executable
+
+#: modules a pull of a stored vector has no use for
+NOT_FOR_A_PULL = ("alembic", "tvstore.merge", "httpx", "fastapi")
+
+
+def imported_by(cli, *args: str) -> set[str]:
+    """Every module the ``tvstore`` command imports for ``args`` (``python -X importtime``), after it succeeds."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", tvstore_executable(), *args], env=cli.env,
+                          cwd=cli.cwd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line.split("|") for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    return {cols[-1].strip() for cols in lines[1:]}
+
+
+def unwanted(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in NOT_FOR_A_PULL or m.startswith(NOT_FOR_A_PULL))
+
+
+def test_pulling_a_stored_vector_imports_no_migration_or_merge_machinery(cli, tiny, tmp_path: Path) -> None:
+    cli("init")
+    cli("base", "add", "bert", tiny.base)
+    cli("push", "alpha", tiny.finetunes["alpha"], "--base", "bert")
+    modules = imported_by(cli, "pull", "alpha", "--checkpoint", "--out", str(tmp_path / "rebuilt"))
+    assert (tmp_path / "rebuilt" / "model.safetensors").is_file()
+    assert "torch" in modules and "sqlalchemy" in modules  # the trace is read right
+    assert unwanted(modules) == []
+    assert unwanted(imported_by(cli, "ls")) == []
+
+
+def test_a_recipe_still_gets_its_machinery(cli, tiny, tmp_path: Path) -> None:
+    """The lazy imports are where the recipe path needs them: a merge saved as its recipe pulls."""
+    cli("init")
+    cli("base", "add", "bert", tiny.base)
+    cli("push", "alpha", tiny.finetunes["alpha"], "--base", "bert")
+    cli("push", "beta", tiny.finetunes["beta"], "--base", "bert")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("merge_method: task_arithmetic\nmodels:\n  - model: alpha\n    parameters: {weight: 0.5}\n"
+                      "  - model: beta\n    parameters: {weight: 0.5}\n")
+    cli("merge", "--recipe", recipe, "--save-as", "both")
+    modules = imported_by(cli, "pull", "both", "--checkpoint", "--out", str(tmp_path / "merged"))
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+    assert "tvstore.merge" in modules and "alembic" not in modules
