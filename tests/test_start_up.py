@@ -57,3 +57,19 @@ def test_a_recipe_still_gets_its_machinery(cli, tiny, tmp_path: Path) -> None:
     modules = imported_by(cli, "pull", "both", "--checkpoint", "--out", str(tmp_path / "merged"))
     assert (tmp_path / "merged" / "model.safetensors").is_file()
     assert "tvstore.merge" in modules and "alembic" not in modules
+
+
+def test_a_pull_pays_no_full_garbage_collection(cli, tiny, tmp_path: Path) -> None:
+    """Each full collection scans every imported object; a short command needs none of them."""
+    cli("init")
+    cli("base", "add", "bert", tiny.base)
+    cli("push", "alpha", tiny.finetunes["alpha"], "--base", "bert")
+    probe = ("import atexit, gc, sys; from tvstore.cli.app import main; full = []; "  # counted from main() on
+             "gc.callbacks.append(lambda phase, info: full.append(1) if phase == 'start' and info['generation'] == 2 "
+             "else None); atexit.register(lambda: print('full collections', len(full))); "
+             f"sys.argv = ['tvstore', 'pull', 'alpha', '--checkpoint', '--out', {str(tmp_path / 'out')!r}]; main()")
+    proc = subprocess.run([sys.executable, "-c", probe], env=cli.env, cwd=cli.cwd, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "full collections 0"
+    assert (tmp_path / "out" / "model.safetensors").is_file()
