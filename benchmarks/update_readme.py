@@ -53,7 +53,7 @@ def rebuild_paragraph(r: dict) -> str:
             f"`tvstore pull --checkpoint` as a whole CLI process (start-up and imports included) takes "
             f"{span(ratios('pull --checkpoint', 'warm'))}x the time of `cp -r` of the full checkpoint with a warm page "
             f"cache and {span(ratios('pull --checkpoint', 'cold'))}x cold (lossless, quant 4-bit, ternary, RTVQ); "
-            f"in-process, after imports, `pull_checkpoint` takes {span(ratios('pull_checkpoint', 'warm'))}x "
+            f"in-process, after imports and a full garbage collection (on both sides), `pull_checkpoint` takes {span(ratios('pull_checkpoint', 'warm'))}x "
             f"`shutil.copytree`. A rebuild into memory (`Registry.rebuild`, every tensor read) takes "
             f"{span([x['ratio'] for x in two])}x `safetensors.torch.load_file` + reading every tensor on 2 threads"
             + (f" ({span([x['ratio'] for x in one])}x on one)" if one else "") +
