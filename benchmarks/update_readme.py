@@ -88,12 +88,18 @@ def profile_sentence(profile: dict) -> str:
 
 
 def scale_paragraph(s: dict, small: dict | None) -> str:
+    """The 1.2B rows; their ratio to the 168M table only when both ran on the same code (else the README
+    would divide a time of one run by a time of another)."""
+
     def wall(res: dict, what: str) -> float:
         return next(x["tv_s"] for x in res["pull"] if x["what"].startswith(what) and x["cache"] == "warm")
 
     text = f"**Scale** (`make bench-scale`, {s['model']}; {load_text(s['machine'])}): "
     parts = []
-    if small:
+    if small and small["machine"]["commit"] != s["machine"]["commit"]:
+        parts.append(f"not compared with the table above, which was measured at another commit "
+                     f"({small['machine']['commit']})")
+    elif small:
         factor = s["params"] / small["params"]
         parts.append(f"{factor:.1f}x the parameters of the table above; in-process `pull_checkpoint` "
                      f"{wall(s, 'pull_checkpoint'):.1f} s vs {wall(small, 'pull_checkpoint'):.2f} s "
