@@ -376,15 +376,19 @@ def recorded_runs(out_dir: Path, settings: HarnessSettings, base_name: str) -> t
     entry = results.get("bases", {}).get(base_name)
     if entry is None:
         return [], []
-    wanted = json.loads(json.dumps(asdict(settings), default=str))
-    if shared_settings(results["settings"]) != shared_settings(wanted):
+    if shared_settings(results["settings"]) != shared_settings(as_recorded(settings)):
         raise SystemExit(f"cannot resume {base_name}: {path} was measured with other shared settings; run without --resume")
-    if entry["scope"] != json.loads(json.dumps(asdict(settings.scope_for(base_name)), default=str)):
+    if entry["scope"] != as_recorded(settings.scope_for(base_name)):
         raise SystemExit(f"cannot resume {base_name}: its recorded scope differs from this run's; run without --resume")
     runs = [r for r in entry["runs"] if r["seed"] in settings.seeds]
     part = {"seeds": [r["seed"] for r in runs], "command": entry["command"], "seconds": entry["seconds"],
             "machine": entry["machine"]}
     return runs, [*entry.get("earlier", []), part] if runs else []
+
+
+def as_recorded(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as the results file holds it (JSON types), so a recorded one compares equal."""
+    return json.loads(json.dumps(asdict(settings), default=str))
 
 
 #: settings that differ by base (each base's entry records its own scope); the rest every base shares
@@ -407,8 +411,8 @@ def record_base(out_dir: Path, settings: HarnessSettings, base_name: str, entry:
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "eval_results.json"
-    wanted = shared_settings(json.loads(json.dumps(asdict(settings), default=str)))
-    entry = {**entry, "scope": json.loads(json.dumps(asdict(settings.scope_for(base_name)), default=str))}
+    wanted = shared_settings(as_recorded(settings))
+    entry = {**entry, "scope": as_recorded(settings.scope_for(base_name))}
     with (out_dir / ".eval_results.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(path.read_text()) if path.exists() else {}
