@@ -241,7 +241,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     import machine  # this folder is on sys.path when run as a script
 
-    before = machine.snapshot()
+    before = machine.snapshot(settle=True)
     torch.set_num_threads(1)
     deltas = load_deltas()
     rows = [bench_reference("zstd-3 (fp32 bytes)", deltas).summary(), bench_reference("zipnn", deltas).summary()]

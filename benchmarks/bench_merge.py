@@ -468,7 +468,7 @@ BIG = {"hidden": 2048, "layers": 18, "vocab": 8000}
 
 def main() -> None:
     a = parse_args()
-    before = machine.snapshot()
+    before = machine.snapshot(settle=True)
     cfg = llama_config(a.hidden, a.layers, a.vocab)
     params = sum(torch.Size(s).numel() for _, s in llama_shapes(cfg))
     a.work.mkdir(parents=True, exist_ok=True)

@@ -203,7 +203,7 @@ def main() -> None:
     args = parser.parse_args()
     import machine  # this folder is on sys.path when run as a script
 
-    before = machine.snapshot()
+    before = machine.snapshot(settle=True)
     results = [run(kind, args) for kind in args.backends.split(",")]
     print(f"{args.vectors} vectors x {args.tensors} tensors, {args.versions} versions per name; rows: {results[0]['rows']}")
     print(table(results))

@@ -418,7 +418,7 @@ def main() -> None:
     sources, data_kind = make_clients(work, base, max(counts))
     import torch
 
-    before = machine.snapshot()
+    before = machine.snapshot(settle=True)
     meta = {"data": data_kind, "fp32_mb_per_client": fp32_bytes(sources[0] / "model.safetensors") / MB,
             "repeat": a.repeat, "cpus": os.cpu_count(), "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
             "python": sys.version.split()[0], "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -478,7 +478,7 @@ def main() -> None:
     nbytes, largest_mib = params * 2, max(torch.Size(s).numel() for _, s in shapes) * 2 / 2**20
     work = a.work / a.size
     work.mkdir(parents=True, exist_ok=True)
-    before = machine.snapshot()
+    before = machine.snapshot(settle=True)
     homes = prepare(work, cfg, a.codecs, a.reuse)
     res = {"model": f"{params / 1e6:.1f}M parameters, bf16, {nbytes / 2**20:.0f} MiB per checkpoint, "
                     f"largest tensor {largest_mib:.0f} MiB", "params": params, "repeat": a.repeat,
