@@ -61,6 +61,26 @@ def test_bad_bits_and_short_data_are_rejected() -> None:
         bitpack.unpack_bits(b"\x00", 4, 5)
 
 
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([1, 2, 4, 8]).flatmap(lambda b: st.tuples(st.just(b), st.lists(st.integers(0, (1 << b) - 1), max_size=70))),
+       st.sampled_from([np.uint16, np.float32, np.uint64]))
+def test_lookup_is_the_table_indexed_by_the_unpacked_codes(case: tuple[int, list[int]], dtype: type) -> None:
+    bits, codes = case
+    values = (np.arange(1 << bits) * 7 + 3).astype(dtype)
+    packed = bitpack.pack_bits(np.array(codes, dtype=np.uint8), bits)
+    got = bitpack.lookup(packed, bits, len(codes), values)
+    assert got.dtype == values.dtype and got.tolist() == [values[c] for c in codes]
+
+
+def test_lookup_refuses_widths_that_straddle_bytes_and_short_data() -> None:
+    with pytest.raises(ValueError, match="lookup needs bits in 1, 2, 4, 8, got 3"):
+        bitpack.lookup(b"\x00" * 8, 3, 8, np.zeros(8))
+    with pytest.raises(ValueError, match="4-bit codes need 16 values, got 8"):
+        bitpack.lookup(b"\x00" * 8, 4, 8, np.zeros(8))
+    with pytest.raises(ValueError, match="packed data holds 1 bytes, 5 codes of 4 bits need 3"):
+        bitpack.lookup(b"\x00", 4, 5, np.zeros(16))
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(0, 2**64 - 1), max_size=40))
 def test_varints_match_naive_reference(values: list[int]) -> None:

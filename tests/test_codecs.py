@@ -9,12 +9,12 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tvstore.codecs import codec_ids, format_codec_spec, get_codec, parse_codec_spec
+from tvstore.codecs import bitpack, codec_ids, format_codec_spec, get_codec, parse_codec_spec
 from tvstore.codecs.base import Codec
 from tvstore.codecs.bitpack import ZERO_PAYLOAD
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.lowrank import Lowrank, lowrank_payload_from_factors
-from tvstore.codecs.quant import Quant, _read as read_quant_payload, group_view_shape
+from tvstore.codecs.quant import Quant, _read as read_quant_payload, dequantize, group_view_shape
 from tvstore.codecs.sign import Sign
 from tvstore.codecs.svdmix import SvdMix
 from tvstore.codecs.sparse import Dare, Sparse, dare_keep_mask, keep_count
@@ -156,6 +156,21 @@ def test_quant_error_bound(codec: Quant, x: torch.Tensor) -> None:
         lo, hi = ref.min(), ref.max()
         assert codec.granularity != "tensor" or bound[0] <= max((hi - lo) / (2 * (2**codec.bits - 1)), abs(lo) / 2, 0.5 / F32_MAX) * (1 + 1e-6)
 
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_quant_table_decode_is_bit_identical_to_the_whole_array_path(bits: int, dtype: torch.dtype) -> None:
+    """One-group tensors decode by table lookup; every entry must equal what dequantizing it alone gives."""
+    x = torch.from_numpy(np.random.default_rng(bits).standard_t(3, 100_003)).to(dtype)  # odd n: a partial last byte
+    payload = Quant(bits=bits).encode(x)
+    (_, n, groups, width), codes, params = read_quant_payload(payload)
+    assert groups == 1
+    whole = dequantize(torch.from_numpy(bitpack.unpack_bits(codes, bits, n)).reshape(1, -1), params, bits)
+    expected = whole.reshape(-1).to(dtype)
+    got = Quant(bits=bits).decode(payload, (n,), dtype)
+    ints = torch.int16 if dtype.itemsize == 2 else torch.int32
+    assert torch.equal(got.view(ints), expected.view(ints))
 
 def test_quant_is_truly_bit_packed() -> None:
     x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, 64_000)).float()

@@ -97,6 +97,38 @@ def unpack_bits(data: bytes | np.ndarray, bits: int, n: int) -> np.ndarray:
     return out.reshape(-1)[:n]
 
 
+#: packed bytes looked up per step of :func:`lookup`: the step's indices and output stay in L2 cache
+_LOOKUP_STEP = 1 << 15
+
+
+def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> np.ndarray:
+    """``values[unpack_bits(data, bits, n)]`` for ``bits`` in 1, 2, 4, 8, in one pass of table lookups.
+
+    A code of these widths never straddles a byte, so each packed byte stands
+    for ``8 // bits`` whole codes; a 256-entry table holds their values side by
+    side, and one lookup per byte writes them all. No unpacked codes, no
+    per-code arithmetic: a decoder whose codes index a handful of values
+    (a one-group quantized tensor) runs at memory speed.
+    """
+    if bits not in (1, 2, 4, 8):
+        raise ValueError(f"lookup needs bits in 1, 2, 4, 8, got {bits}")
+    values = np.ascontiguousarray(values).reshape(-1)
+    if values.size != 1 << bits:
+        raise ValueError(f"{bits}-bit codes need {1 << bits} values, got {values.size}")
+    raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    size = packed_size(n, bits)
+    if raw.size < size:
+        raise ValueError(f"packed data holds {raw.size} bytes, {n} codes of {bits} bits need {size}")
+    per = 8 // bits
+    codes = (np.arange(256)[:, None] >> (bits * np.arange(per - 1, -1, -1))) & ((1 << bits) - 1)  # first code first
+    entry = np.dtype(f"V{per * values.itemsize}")
+    table = np.ascontiguousarray(values[codes]).view(entry).reshape(256)
+    out = np.empty(size, dtype=entry)
+    for start in range(0, size, _LOOKUP_STEP):
+        stop = min(size, start + _LOOKUP_STEP)
+        np.take(table, raw[start:stop], out=out[start:stop])
+    return out.view(values.dtype)[:n]
+
 # --- varints ---------------------------------------------------------------
 
 
