@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tvstore.codecs import bitpack, codec_ids, format_codec_spec, get_codec, parse_codec_spec
+from tvstore.codecs import bitpack, codec_ids, framing, format_codec_spec, get_codec, parse_codec_spec
 from tvstore.codecs.base import Codec
 from tvstore.codecs.bitpack import ZERO_PAYLOAD
 from tvstore.codecs.lossless import Lossless
@@ -18,7 +18,8 @@ from tvstore.codecs.quant import Quant, _read as read_quant_payload, dequantize,
 from tvstore.codecs.sign import Sign
 from tvstore.codecs.svdmix import SvdMix
 from tvstore.codecs.sparse import Dare, Sparse, dare_keep_mask, keep_count
-from tvstore.codecs.ternary import Ternary, magnitude
+from tvstore.codecs.signed_support import signs_from_codes
+from tvstore.codecs.ternary import _HEADER as TERNARY_HEADER, CODES, Ternary, magnitude
 from tvstore.codecs.values import decode_values, encode_values
 from tvstore.errors import CodecError
 
@@ -169,6 +170,20 @@ def test_quant_table_decode_is_bit_identical_to_the_whole_array_path(bits: int, 
     whole = dequantize(torch.from_numpy(bitpack.unpack_bits(codes, bits, n)).reshape(1, -1), params, bits)
     expected = whole.reshape(-1).to(dtype)
     got = Quant(bits=bits).decode(payload, (n,), dtype)
+    ints = torch.int16 if dtype.itemsize == 2 else torch.int32
+    assert torch.equal(got.view(ints), expected.view(ints))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_ternary_codes_decode_is_bit_identical_to_signs_times_magnitude(dtype: torch.dtype) -> None:
+    """The dense layout decodes by table lookup; every entry must equal float32 sign x magnitude, then rounded."""
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal(100_003)).to(dtype)  # odd n: a partial last byte
+    payload = Ternary(density=0.5).encode(x)
+    _, header, sections = framing.unpack(payload)
+    n, value, layout = TERNARY_HEADER.unpack(header)
+    assert layout == CODES  # at density 0.5 codes beat position gaps
+    expected = (torch.from_numpy(signs_from_codes(sections[0], n)).float() * value).to(dtype)
+    got = Ternary(density=0.5).decode(payload, (n,), dtype)
     ints = torch.int16 if dtype.itemsize == 2 else torch.int32
     assert torch.equal(got.view(ints), expected.view(ints))
 

@@ -26,7 +26,7 @@ import struct
 import numpy as np
 import torch
 
-from tvstore.codecs import bitpack, buffers, framing
+from tvstore.codecs import bitpack, buffers, framing, planes
 from tvstore.codecs.base import Codec, Shape, param, register_codec
 from tvstore.codecs.signed_support import (
     codes_section, positions_sections, signs_from_codes, support_from_positions,
@@ -36,6 +36,7 @@ from tvstore.util.bounds import UNIT_OPEN_CLOSED, Bounds
 
 _VERSION = 1
 _HEADER = struct.Struct("<QfB")  # n, magnitude, layout
+_EVERY_CODE = bitpack.pack_bits(np.arange(4), 2)  # the codes 0..3, packed: their signs are the lookup table
 SPARSE, CODES = 0, 1
 
 
@@ -79,10 +80,10 @@ class Ternary(Codec):
         expected = int(np.prod(shape)) if shape else 1
         if n != expected:
             raise ValueError(f"ternary payload holds {n} entries, shape {shape} needs {expected}")
-        if layout == CODES:
-            signs = torch.from_numpy(signs_from_codes(sections[0], n))  # numpy memory: huge-page buffers
-            out = buffers.convert(signs, torch.float32).mul_(value)
-            return buffers.convert(out, dtype).reshape(shape)
+        if layout == CODES:  # each 2-bit code looks up its value, computed once as float32 sign x value
+            levels = buffers.convert(torch.from_numpy(signs_from_codes(_EVERY_CODE, 4)), torch.float32).mul_(value)
+            return planes.from_uint(bitpack.lookup(sections[0], 2, n, planes.as_uint(buffers.convert(levels, dtype))),
+                                    shape, dtype)
         positions, negative = map(torch.from_numpy, support_from_positions(sections, n))
         magnitude_t = torch.tensor(value, dtype=torch.float32).to(dtype)
         out = buffers.zeros(n, dtype)
