@@ -94,6 +94,9 @@ def scale_paragraph(s: dict, small: dict | None) -> str:
     def wall(res: dict, what: str) -> float:
         return next(x["tv_s"] for x in res["pull"] if x["what"].startswith(what) and x["cache"] == "warm")
 
+    def by_codec(rows: list[dict], fmt: Callable[[dict], str]) -> str:
+        return ", ".join(f"{x['codec']} {fmt(x)}" for x in rows)
+
     text = f"**Scale** (`make bench-scale`, {s['model']}; {load_text(s['machine'])}): "
     parts = []
     if small and small["machine"]["commit"] != s["machine"]["commit"]:
@@ -104,11 +107,16 @@ def scale_paragraph(s: dict, small: dict | None) -> str:
         parts.append(f"{factor:.1f}x the parameters of the table above; in-process `pull_checkpoint` "
                      f"{wall(s, 'pull_checkpoint'):.1f} s vs {wall(small, 'pull_checkpoint'):.2f} s "
                      f"({wall(s, 'pull_checkpoint') / wall(small, 'pull_checkpoint'):.1f}x)")
-    push, mem = s["push"][0], s["rebuild"][0]
-    parts.append(f"rebuild into memory {mem['out_gb_s']:.2f} GB/s on 2 threads with peak memory "
-                 f"{mem['x_largest']:.1f}x the largest tensor")
-    parts.append(f"push {push['mb_s_per_core']:.0f} MB/s per core with peak memory {push['x_largest']:.1f}x the "
-                 f"largest tensor")
+    for what, label in (("pull --checkpoint", "`tvstore pull --checkpoint` (CLI process) vs `cp -r`"),
+                        ("pull_checkpoint", "in-process `pull_checkpoint` vs `copytree`")):
+        for cache in ("warm", "cold"):
+            rows = [x for x in s["pull"] if x["what"].startswith(what) and x["cache"] == cache]
+            if rows:
+                parts.append(f"{label}, {cache}: " + by_codec(rows, lambda x: f"{x['ratio']:.2f}x"))
+    parts.append("rebuild into memory on 2 threads: " + by_codec(
+        s["rebuild"], lambda x: f"{x['out_gb_s']:.2f} GB/s at {x['x_largest']:.1f}x the largest tensor"))
+    parts.append("push: " + by_codec(
+        s["push"], lambda x: f"{x['mb_s_per_core']:.0f} MB/s per core at {x['x_largest']:.1f}x the largest tensor"))
     return text + "; ".join(parts) + ". Table: `benchmarks/results/rebuild_scale.md`."
 
 
