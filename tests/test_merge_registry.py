@@ -14,6 +14,7 @@ from test_registry import assert_bit_equal
 from tvstore.checkpoint import open_checkpoint
 from tvstore.errors import TvstoreError
 from tvstore.merge import METHODS
+from tvstore.tensors.sources import BaseSource
 
 ARITHMETIC = """
 method: task_arithmetic
@@ -44,6 +45,19 @@ def test_lazy_merge_is_base_plus_weighted_deltas(registry, models: Path) -> None
     want = base.get(name) + (f0.get(name) - base.get(name)) - 0.5 * (f1.get(name) - base.get(name))
     torch.testing.assert_close(merged[name], want, rtol=1e-6, atol=1e-7)
     assert len(merged) == len(base.names())
+
+
+def test_a_merge_reads_each_base_tensor_once_for_all_its_exact_inputs(registry, models: Path, monkeypatch) -> None:  # noqa: F811
+    """Exact inputs are stored as XOR bits, whose tau needs the base: the merge hands them the base it read."""
+    _fill(registry, models)
+    reads: list[str] = []
+    read = BaseSource.get
+    monkeypatch.setattr(BaseSource, "get", lambda self, name: reads.append(name) or read(self, name))
+    name = "model.layers.0.mlp.up_proj.weight"
+    value = registry.merge(ARITHMETIC)[name]
+    assert reads == [name]
+    base, f0, f1 = (open_checkpoint(models / n).get(name) for n in ("base", "ft0", "ft1"))
+    torch.testing.assert_close(value, base + (f0 - base) - 0.5 * (f1 - base), rtol=1e-6, atol=1e-7)
 
 
 def test_cli_ties_matches_mergekit_and_loads(registry, cli, models: Path, mergekit_ties: Path, tmp_path: Path) -> None:  # noqa: F811

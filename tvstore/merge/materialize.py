@@ -134,8 +134,9 @@ class Merger:
         base_dtype, _ = _dtype_shape(self._base.info(name))
         if not base_dtype.is_floating_point:  # integer buffers (position ids...) are not merged
             return self._base.get(name)
-        base = self._base.get(name).to(torch.float32)
-        theta = self._delta(name, shape, self._slots_with(name, all_slots=True), base)
+        stored = self._base.get(name)  # read once: the inputs whose tau needs the base share it
+        base = stored.to(torch.float32)
+        theta = self._delta(name, shape, self._slots_with(name, all_slots=True), base, stored)
         theta += base
         return theta.to(out_dtype)
 
@@ -143,18 +144,22 @@ class Merger:
         return [i for i, held in enumerate(self._held) if all_slots or name in held]
 
     def _delta(self, name: str, shape: tuple[int, ...], slots: list[int],
-               base: torch.Tensor | None = None) -> torch.Tensor:
+               base: torch.Tensor | None = None, stored_base: torch.Tensor | None = None) -> torch.Tensor:
         plan = self.recipe.plan(name)
         taus = torch.empty((len(slots), *shape), dtype=torch.float32)  # given to the method, which may reuse it
         for row, i in enumerate(slots):
-            self._tau(i, name, shape, out=taus[row])
+            self._tau(i, name, shape, out=taus[row], base=stored_base)
         weights = [plan.weights[i] for i in slots]
         params = {k: ([v[i] for i in slots] if isinstance(v, list) else v) for k, v in plan.params.items()}
         fn = self.recipe.recipe.method.fn
         return fn(taus, weights, params, name=name, base=base).to(torch.float32)
 
-    def _tau(self, slot: int, name: str, shape: tuple[int, ...], out: torch.Tensor | None = None) -> torch.Tensor:
-        """Input ``slot``'s tau for ``name`` in fp32 (zeros if it lacks the tensor), into ``out`` if given."""
+    def _tau(self, slot: int, name: str, shape: tuple[int, ...], out: torch.Tensor | None = None,
+             base: torch.Tensor | None = None) -> torch.Tensor:
+        """Input ``slot``'s tau for ``name`` in fp32 (zeros if it lacks the tensor), into ``out`` if given.
+
+        ``base``: the base's tensor as stored, handed to a source that can use it (``get_into``).
+        """
         out = torch.empty(shape, dtype=torch.float32) if out is None else out
         src = self._slots[slot]
         if src is None or name not in self._held[slot]:
@@ -163,7 +168,7 @@ class Merger:
         info = src.info(name)
         stored = tuple(info.shape) if hasattr(info, "shape") else tuple(info[1])
         if get_into is not None and stored == tuple(shape):  # decode straight into the method's buffer
-            return get_into(name, out)
+            return get_into(name, out, base)
         tau = src.get(name)
         if tuple(tau.shape) != tuple(shape):
             ref = self.recipe.recipe.inputs[slot].ref

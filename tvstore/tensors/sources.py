@@ -113,10 +113,16 @@ class VectorSource(_Rows, Mapping[str, torch.Tensor]):
         info = self.info(name)
         return delta(self.components(name), info.shape, info.dtype, self.fetch(name), base=self._base_tensor(name))
 
-    def get_into(self, name: str, out: torch.Tensor) -> torch.Tensor:
-        """``out.copy_(get(name))`` without the intermediate tensor where the codec allows."""
+    def get_into(self, name: str, out: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """``out.copy_(get(name))`` without the intermediate tensor where the codec allows.
+
+        ``base``: the base's ``name``, for a caller that has it decoded already. A merge
+        passes the one it read for itself, so its ``xor`` inputs do not decode the base
+        again each (it is read, never changed).
+        """
         info = self.info(name)
-        return delta(self.components(name), info.shape, info.dtype, self.fetch(name), out, self._base_tensor(name))
+        read_base = self._base_tensor(name) if base is None else lambda: base
+        return delta(self.components(name), info.shape, info.dtype, self.fetch(name), out, read_base)
 
     def rebuild(self, name: str, base: torch.Tensor, in_place: bool = False) -> torch.Tensor:
         """theta for one tensor: base plus this vector's components (exact for exact codecs).
