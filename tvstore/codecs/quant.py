@@ -55,8 +55,9 @@ CLIPS = ("minmax", "mse")
 CLIP_RATIOS = 0.85 ** np.arange(21)
 #: widest group measured entry by entry when choosing a clip; wider groups are sampled with a stride
 _CLIP_SAMPLE = 1 << 16
-#: entries quantized per block: the block's float64 temporaries stay in L2 cache
-_BLOCK = 1 << 15
+#: entries quantized per block: the block's float64 temporaries stay in cache, and blocks are few enough
+#: per tensor that their calls' Python overhead stays small (as :data:`tvstore.tensors.metrics.CHUNK`)
+_BLOCK = 1 << 17
 #: zstd level of the sections. Packed codes are short symbols with little repetition: on the 4-bit
 #: codes of a bf16 delta (the 168M benchmark's embedding) level 1 packed to 50.0% at 447 MB/s, level 3
 #: (the default until then) to 54.0% at 136 MB/s. Decoding does not depend on the level.
