@@ -84,11 +84,13 @@ def test_blockwise_quantization_gives_the_whole_array_codes(shape, granularity: 
     assert np.array_equal(quantize_blocks(flat, groups, width, params, 4), quantize(x, params, 4))
 
 
+@pytest.mark.parametrize("code_bits", [3, 4, 8])  # 4 and 8: one-group tensors decode by table lookup, block by block too
 @pytest.mark.parametrize("offset", [0.0, 1e6], ids=["float32-decode", "float64-decode"])
 @pytest.mark.parametrize("granularity,group_size", [("tensor", 128), ("channel", 128), ("group", 128), ("group", 40_000)])
-def test_quant_blocks_decode_bitwise_as_the_whole_tensor(granularity: str, group_size: int, offset: float) -> None:
+def test_quant_blocks_decode_bitwise_as_the_whole_tensor(granularity: str, group_size: int, offset: float,
+                                                         code_bits: int) -> None:
     x = torch.randn(3, 90_001, generator=torch.Generator().manual_seed(4), dtype=torch.float64) + offset
-    codec = Quant(bits=8, granularity=granularity, group_size=group_size)
+    codec = Quant(bits=code_bits, granularity=granularity, group_size=group_size)
     payload = codec.encode(x.float())
     whole = codec.decode(payload, (3, 90_001), torch.bfloat16).reshape(-1)
     blocks = list(codec.decode_blocks(payload, (3, 90_001), torch.bfloat16))

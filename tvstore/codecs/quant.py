@@ -271,24 +271,33 @@ class Quant(Codec):
             return torch.zeros(shape, dtype=dtype)
         (bits, n, groups, width), codes_bytes, params = _read(data)
         _check_count(n, shape)
-        if groups == 1 and bits in (1, 2, 4, 8):
+        if by_table(groups, bits):
             return decode_by_table(codes_bytes, bits, n, params, dtype).reshape(shape)
         codes = torch.from_numpy(bitpack.unpack_bits(codes_bytes, bits, groups * width)).reshape(groups, width)
         out = dequantize(codes, params, bits).reshape(-1)[:n]
         return buffers.convert(out, dtype).reshape(shape)
 
 
-def decode_by_table(packed: bytes, bits: int, n: int, params: QuantParams, dtype: torch.dtype) -> torch.Tensor:
-    """A one-group tensor's entries (flat), each looked up among its group's ``2**bits`` values.
+def by_table(groups: int, bits: int) -> bool:
+    """Whether a payload decodes by table lookup: one group, of codes that never straddle a byte."""
+    return groups == 1 and bits in (1, 2, 4, 8)
 
-    Those values are computed by :func:`dequantize` and converted to ``dtype``
-    exactly as the whole-array path computes every entry, so the result is
+
+def _table(bits: int, params: QuantParams, dtype: torch.dtype) -> np.ndarray:
+    """A one-group tensor's ``2**bits`` values as the bits of ``dtype``, by code.
+
+    Computed by :func:`dequantize` and converted to ``dtype`` exactly as the
+    whole-array path computes every entry, so lookups in this table are
     bit-identical to it; the array work shrinks from five passes (unpack,
     widen, subtract, divide, narrow) to one pass of table lookups.
     """
     levels = torch.arange(1 << bits, dtype=torch.uint8).reshape(1, -1)
-    values = planes.as_uint(buffers.convert(dequantize(levels, params, bits), dtype))
-    return planes.from_uint(bitpack.lookup(packed, bits, n, values), (n,), dtype)
+    return planes.as_uint(buffers.convert(dequantize(levels, params, bits), dtype))
+
+
+def decode_by_table(packed: bytes, bits: int, n: int, params: QuantParams, dtype: torch.dtype) -> torch.Tensor:
+    """A one-group tensor's entries (flat), each looked up in :func:`_table`."""
+    return planes.from_uint(bitpack.lookup(packed, bits, n, _table(bits, params, dtype)), (n,), dtype)
 
 
 def decoded_blocks(data: bytes, shape: Shape, dtype: torch.dtype) -> Iterator[torch.Tensor]:
@@ -302,6 +311,13 @@ def decoded_blocks(data: bytes, shape: Shape, dtype: torch.dtype) -> Iterator[to
         return
     (bits, n, groups, width), codes_bytes, params = _read(data)
     _check_count(n, shape)
+    if by_table(groups, bits):  # a block's bytes looked up (_BLOCK is a multiple of 8: blocks start on a byte)
+        table, packed = _table(bits, params, dtype), np.frombuffer(codes_bytes, dtype=np.uint8)
+        for start in range(0, n, _BLOCK):
+            count = min(_BLOCK, n - start)
+            block = packed[start * bits // 8 : bitpack.packed_size(start + count, bits)]
+            yield planes.from_uint(bitpack.lookup(block, bits, count, table), (count,), dtype)
+        return
     codes = torch.from_numpy(bitpack.unpack_bits(codes_bytes, bits, groups * width)).reshape(groups, width)
     exact32, done = _exact32(params, bits), 0
     for rows, cols in _row_blocks(groups, width):
