@@ -185,6 +185,7 @@ PROFILE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("read blob files", ("'readinto' of '_io.FileIO'",)),
     ("zstd decode", ("ZstdDecompressor",)),
     ("byte planes: join, rotate, XOR (numpy)", ("tvstore/codecs/planes.py",)),
+    ("codes: unpack, table lookups (numpy)", ("tvstore/codecs/bitpack.py", "'take' of 'numpy.ndarray'")),
     ("content hash", ("_hashlib", "blake3")),
     ("codec arithmetic (torch)", ("torch._C", "/torch/")),
     ("database (SQLAlchemy, SQLite)", ("sqlalchemy", "sqlite3")),
@@ -238,6 +239,7 @@ CHILDREN = {"pull": child_pull, "copytree": child_copytree, "rebuild": child_reb
 def child(*args: str, out: Path | None = None) -> dict:
     """One measured child; ``out`` is cleared before and after. Returns its last JSON line (+ earlier ones)."""
     result: dict = {}
+    os.sync()  # see timed()
     for line in bm.common.run_child(__file__, *args, out=out):
         if line.startswith("{"):
             result.update(json.loads(line))
@@ -245,9 +247,15 @@ def child(*args: str, out: Path | None = None) -> dict:
 
 
 def timed(cmd: list[str], out: Path | None = None) -> float:
-    """Wall seconds of a whole process (start-up and imports included); ``out`` is cleared before and after."""
+    """Wall seconds of a whole process (start-up and imports included); ``out`` is cleared before and after.
+
+    Dirty pages are written back before the clock starts: a run that writes a checkpoint otherwise
+    leaves the next run (either side's) paying for its writeback, which at 1.2B parameters swung a
+    warm ``cp -r`` by several times from one run to the next.
+    """
     if out is not None:
         shutil.rmtree(out, ignore_errors=True)
+    os.sync()
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     wall = time.perf_counter() - t0

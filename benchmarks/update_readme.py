@@ -36,8 +36,9 @@ def span(values: list[float], fmt: str = "{:.2f}", unit: str = "") -> str:
 
 
 def load_text(m: dict) -> str:
-    return (f"{m['cores']} cores, load average {m['load_before'][0]:.1f} before and {m['load_after'][0]:.1f} after, "
-            f"commit {m['commit'].split()[0]}")
+    memory = m.get("memory", {}).get("fresh_gbps")  # runs before the probe existed recorded none
+    return (f"{m['cores']} cores, load average {m['load_before'][0]:.1f} before and {m['load_after'][0]:.1f} after"
+            + (f", fresh memory filled at {memory:.2f} GB/s" if memory else "") + f", commit {m['commit'].split()[0]}")
 
 
 def rebuild_paragraph(r: dict) -> str:

@@ -129,6 +129,7 @@ def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> n
         np.take(table, raw[start:stop], out=out[start:stop])
     return out.view(values.dtype)[:n]
 
+
 # --- varints ---------------------------------------------------------------
 
 
