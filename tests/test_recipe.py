@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -279,3 +281,37 @@ def test_random_methods_are_thread_order_independent() -> None:
             assert torch.equal(serial[n], threaded[n]) and torch.equal(serial[n], reversed_[n])
         other = dict(materialize(Merger(load_recipe({**rec.raw, "params": {"density": 0.4, "seed": 4}}), base, taus)))
         assert not torch.equal(serial["layers.0.w"], other["layers.0.w"])
+
+
+def _recording_method(monkeypatch, result_of) -> list[int]:
+    """task_arithmetic's spec with its function replaced: records where each input buffer lives."""
+    from tvstore.merge import methods
+
+    seen: list[int] = []
+
+    def fn(taus, weights, params, *, name, base):
+        seen.append(taus.data_ptr())
+        return result_of(taus)
+
+    monkeypatch.setitem(methods.METHODS, "task_arithmetic", replace(methods.METHODS["task_arithmetic"], fn=fn))
+    return seen
+
+
+def test_the_input_buffer_is_reused_from_one_tensor_to_the_next(monkeypatch) -> None:
+    seen = _recording_method(monkeypatch, lambda taus: taus.sum(dim=0))
+    base = Memory({"a": torch.zeros(6), "b": torch.zeros(2, 3)})
+    taus = Memory({"a": torch.ones(6), "b": torch.full((2, 3), 2.0)})
+    merger = Merger(load_recipe({"method": "task_arithmetic", "inputs": ["x"]}), base, [taus])
+    first, second = merger.get("a"), merger.get("b")
+    assert first.tolist() == [1.0] * 6 and second.tolist() == [[2.0] * 3] * 2
+    assert seen[0] == seen[1]  # the second tensor's inputs went into the first one's buffer
+
+
+def test_a_result_living_in_the_input_buffer_is_never_overwritten(monkeypatch) -> None:
+    seen = _recording_method(monkeypatch, lambda taus: taus[0])  # the result is a view of the buffer
+    base = Memory({"a": torch.zeros(4), "b": torch.zeros(4)})
+    taus = Memory({"a": torch.ones(4), "b": torch.full((4,), 2.0)})
+    merger = Merger(load_recipe({"method": "task_arithmetic", "inputs": ["x"]}), base, [taus])
+    first, second = merger.get("a"), merger.get("b")
+    assert first.tolist() == [1.0] * 4 and second.tolist() == [2.0] * 4
+    assert seen[0] != seen[1]

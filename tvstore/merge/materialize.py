@@ -30,6 +30,7 @@ contributes a zero tau.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from typing import Protocol, runtime_checkable
@@ -75,6 +76,7 @@ class Merger:
         self._dtype = dtype or resolved.recipe.dtype
         self._kept = self._extra_slots()
         self._names = self._order(base.names())
+        self._spare = threading.local()  # see _inputs_buffer
 
     def _extra_slots(self) -> list[int]:
         """The inputs whose tensors the base lacks reach the output (none for ``drop``, one for a ``Ref``)."""
@@ -146,13 +148,33 @@ class Merger:
     def _delta(self, name: str, shape: tuple[int, ...], slots: list[int],
                base: torch.Tensor | None = None, stored_base: torch.Tensor | None = None) -> torch.Tensor:
         plan = self.recipe.plan(name)
-        taus = torch.empty((len(slots), *shape), dtype=torch.float32)  # given to the method, which may reuse it
+        taus = self._inputs_buffer(len(slots), shape)  # given to the method, which may reuse it
         for row, i in enumerate(slots):
             self._tau(i, name, shape, out=taus[row], base=stored_base)
         weights = [plan.weights[i] for i in slots]
         params = {k: ([v[i] for i in slots] if isinstance(v, list) else v) for k, v in plan.params.items()}
         fn = self.recipe.recipe.method.fn
-        return fn(taus, weights, params, name=name, base=base).to(torch.float32)
+        result = fn(taus, weights, params, name=name, base=base).to(torch.float32)
+        if result.untyped_storage().data_ptr() != taus.untyped_storage().data_ptr():
+            self._spare.buffer = taus.untyped_storage()  # the result does not live in it: the next tensor's
+        return result
+
+    def _inputs_buffer(self, count: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """An fp32 ``(count, *shape)`` buffer, in this thread's spare memory when it is large enough.
+
+        A merge fills one such buffer per tensor; taking fresh memory each time
+        made the kernel fault in and zero every page of it again, much of a
+        task-arithmetic merge's system time. The spare is per thread (each worker
+        computes its own tensors) and per merger (it goes when the merge does).
+        """
+        numel = count
+        for d in shape:
+            numel *= d
+        spare = getattr(self._spare, "buffer", None)
+        self._spare.buffer = None  # taken: given back only if the result does not live in it
+        if spare is None or spare.nbytes() < numel * 4:
+            return torch.empty((count, *shape), dtype=torch.float32)
+        return torch.empty(0, dtype=torch.float32).set_(spare, 0, (count, *shape))
 
     def _tau(self, slot: int, name: str, shape: tuple[int, ...], out: torch.Tensor | None = None,
              base: torch.Tensor | None = None) -> torch.Tensor:
