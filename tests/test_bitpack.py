@@ -63,7 +63,7 @@ def test_bad_bits_and_short_data_are_rejected() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.sampled_from([1, 2, 4, 8]).flatmap(lambda b: st.tuples(st.just(b), st.lists(st.integers(0, (1 << b) - 1), max_size=70))),
+@given(st.integers(1, 8).flatmap(lambda b: st.tuples(st.just(b), st.lists(st.integers(0, (1 << b) - 1), max_size=70))),
        st.sampled_from([np.uint16, np.float32, np.uint64]))
 def test_lookup_is_the_table_indexed_by_the_unpacked_codes(case: tuple[int, list[int]], dtype: type) -> None:
     bits, codes = case
@@ -73,9 +73,17 @@ def test_lookup_is_the_table_indexed_by_the_unpacked_codes(case: tuple[int, list
     assert got.dtype == values.dtype and got.tolist() == [values[c] for c in codes]
 
 
-def test_lookup_refuses_widths_that_straddle_bytes_and_short_data() -> None:
-    with pytest.raises(ValueError, match="lookup needs bits in 1, 2, 4, 8, got 3"):
-        bitpack.lookup(b"\x00" * 8, 3, 8, np.zeros(8))
+@pytest.mark.parametrize("bits", [3, 4, 5])  # the whole-byte and the unpacking paths, over several steps
+def test_lookup_across_steps_matches_the_unpacked_codes(bits: int) -> None:
+    codes = np.random.default_rng(bits).integers(0, 1 << bits, 8 * bitpack._LOOKUP_STEP * 2 + 13).astype(np.uint8)
+    values = np.random.default_rng(0).standard_normal(1 << bits).astype(np.float32)
+    got = bitpack.lookup(bitpack.pack_bits(codes, bits), bits, codes.size, values)
+    assert np.array_equal(got, values[codes])
+
+
+def test_lookup_refuses_bad_widths_and_short_data() -> None:
+    with pytest.raises(ValueError, match="bits must be in 1..8, got 9"):
+        bitpack.lookup(b"\x00" * 8, 9, 8, np.zeros(512))
     with pytest.raises(ValueError, match="4-bit codes need 16 values, got 8"):
         bitpack.lookup(b"\x00" * 8, 4, 8, np.zeros(8))
     with pytest.raises(ValueError, match="packed data holds 1 bytes, 5 codes of 4 bits need 3"):

@@ -159,7 +159,7 @@ def test_quant_error_bound(codec: Quant, x: torch.Tensor) -> None:
 
 
 
-@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_quant_table_decode_is_bit_identical_to_the_whole_array_path(bits: int, dtype: torch.dtype) -> None:
     """One-group tensors decode by table lookup; every entry must equal what dequantizing it alone gives."""

@@ -102,16 +102,18 @@ _LOOKUP_STEP = 1 << 15
 
 
 def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> np.ndarray:
-    """``values[unpack_bits(data, bits, n)]`` for ``bits`` in 1, 2, 4, 8, in one pass of table lookups.
+    """``values[unpack_bits(data, bits, n)]`` for any ``bits`` in 1..8, in cache-sized steps.
 
-    A code of these widths never straddles a byte, so each packed byte stands
-    for ``8 // bits`` whole codes; a 256-entry table holds their values side by
-    side, and one lookup per byte writes them all. No unpacked codes, no
-    per-code arithmetic: a decoder whose codes index a handful of values
-    (a one-group quantized tensor) runs at memory speed.
+    Codes of 1, 2, 4 or 8 bits never straddle a byte, so each packed byte
+    stands for ``8 // bits`` whole codes; a 256-entry table holds their values
+    side by side, and one lookup per byte writes them all: no unpacked codes,
+    no per-code arithmetic, memory speed. Other widths unpack a step of codes
+    (8 codes fill ``bits`` whole bytes, so steps start on a byte) and look each
+    up; a decoder whose codes index a handful of values (a one-group
+    quantized tensor) never widens them to floats either way.
     """
-    if bits not in (1, 2, 4, 8):
-        raise ValueError(f"lookup needs bits in 1, 2, 4, 8, got {bits}")
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits must be in 1..8, got {bits}")
     values = np.ascontiguousarray(values).reshape(-1)
     if values.size != 1 << bits:
         raise ValueError(f"{bits}-bit codes need {1 << bits} values, got {values.size}")
@@ -119,6 +121,8 @@ def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> n
     size = packed_size(n, bits)
     if raw.size < size:
         raise ValueError(f"packed data holds {raw.size} bytes, {n} codes of {bits} bits need {size}")
+    if 8 % bits:
+        return _lookup_unpacked(raw, bits, n, values)
     per = 8 // bits
     codes = (np.arange(256)[:, None] >> (bits * np.arange(per - 1, -1, -1))) & ((1 << bits) - 1)  # first code first
     entry = np.dtype(f"V{per * values.itemsize}")
@@ -128,6 +132,18 @@ def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> n
         stop = min(size, start + _LOOKUP_STEP)
         np.take(table, raw[start:stop], out=out[start:stop])
     return out.view(values.dtype)[:n]
+
+
+def _lookup_unpacked(raw: np.ndarray, bits: int, n: int, values: np.ndarray) -> np.ndarray:
+    """:func:`lookup` for widths that straddle bytes: a step's codes unpacked, then looked up."""
+    out = np.empty(n, dtype=values.dtype)
+    step = 8 * _LOOKUP_STEP  # codes per step: a multiple of 8, so every step starts on a byte
+    for start in range(0, n, step):
+        count = min(step, n - start)
+        first = start * bits // 8
+        codes = unpack_bits(raw[first : first + packed_size(count, bits)], bits, count)
+        np.take(values, codes, out=out[start : start + count])
+    return out
 
 
 # --- varints ---------------------------------------------------------------

@@ -17,11 +17,11 @@ to float32 and then to the tensor's dtype. A constant group uses
 Encoding works in float64 (so any fp32 range, up to +-3.4e38, is fine);
 decoding is two whole-array float32 operations after unpacking the codes
 (float64 only when some ``|z|`` is too large for float32 to hold ``q - z``
-exactly), so it is bit-identical on every machine. A one-group tensor whose
-codes never straddle a byte (1, 2, 4 or 8 bits) has only ``2^b`` distinct
-values: they are computed that way once, and every packed byte looks up its
-codes' values in a 256-entry table (:func:`tvstore.codecs.bitpack.lookup`),
-the same bits in one pass over memory instead of five.
+exactly), so it is bit-identical on every machine. A one-group tensor has
+only ``2^b`` distinct values: they are computed that way once, and its codes
+look them up (:func:`tvstore.codecs.bitpack.lookup`; at 1, 2, 4 or 8 bits each
+packed byte looks up all its codes' values at once), the same bits in one or
+two passes over memory instead of five.
 
 ``clip="mse"`` (error-optimal ranges): min-max ranges spend most levels on a
 few outliers of a heavy-tailed delta. With ``clip="mse"`` each group's range
@@ -275,16 +275,11 @@ class Quant(Codec):
             return torch.zeros(shape, dtype=dtype)
         (bits, n, groups, width), codes_bytes, params = _read(data)
         _check_count(n, shape)
-        if by_table(groups, bits):
+        if groups == 1:  # 2**bits values in all: looked up
             return decode_by_table(codes_bytes, bits, n, params, dtype).reshape(shape)
         codes = torch.from_numpy(bitpack.unpack_bits(codes_bytes, bits, groups * width)).reshape(groups, width)
         out = dequantize(codes, params, bits).reshape(-1)[:n]
         return buffers.convert(out, dtype).reshape(shape)
-
-
-def by_table(groups: int, bits: int) -> bool:
-    """Whether a payload decodes by table lookup: one group, of codes that never straddle a byte."""
-    return groups == 1 and bits in (1, 2, 4, 8)
 
 
 def _table(bits: int, params: QuantParams, dtype: torch.dtype) -> np.ndarray:
@@ -293,7 +288,7 @@ def _table(bits: int, params: QuantParams, dtype: torch.dtype) -> np.ndarray:
     Computed by :func:`dequantize` and converted to ``dtype`` exactly as the
     whole-array path computes every entry, so lookups in this table are
     bit-identical to it; the array work shrinks from five passes (unpack,
-    widen, subtract, divide, narrow) to one pass of table lookups.
+    widen, subtract, divide, narrow) to one or two (:func:`tvstore.codecs.bitpack.lookup`).
     """
     levels = torch.arange(1 << bits, dtype=torch.uint8).reshape(1, -1)
     return planes.as_uint(buffers.convert(dequantize(levels, params, bits), dtype))
@@ -315,7 +310,7 @@ def decoded_blocks(data: bytes, shape: Shape, dtype: torch.dtype) -> Iterator[to
         return
     (bits, n, groups, width), codes_bytes, params = _read(data)
     _check_count(n, shape)
-    if by_table(groups, bits):  # a block's bytes looked up (_BLOCK is a multiple of 8: blocks start on a byte)
+    if groups == 1:  # a block's codes looked up (_BLOCK is a multiple of 8: blocks start on a byte)
         table, packed = _table(bits, params, dtype), np.frombuffer(codes_bytes, dtype=np.uint8)
         for start in range(0, n, _BLOCK):
             count = min(_BLOCK, n - start)
