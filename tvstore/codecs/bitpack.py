@@ -61,13 +61,19 @@ def pack_bits(codes: np.ndarray, bits: int) -> bytes:
     return as_bytes[:, width - bits :].tobytes()[: packed_size(n, bits)]
 
 
-def unpack_bits(data: bytes | np.ndarray, bits: int, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`: ``n`` codes as a uint8 array."""
+def _packed(data: bytes | np.ndarray, bits: int, n: int) -> np.ndarray:
+    """``data`` as a uint8 array, checked to hold ``n`` codes of ``bits`` bits (every reader's precondition)."""
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be in 1..8, got {bits}")
     raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if raw.size < packed_size(n, bits):
         raise ValueError(f"packed data holds {raw.size} bytes, {n} codes of {bits} bits need {packed_size(n, bits)}")
+    return raw
+
+
+def unpack_bits(data: bytes | np.ndarray, bits: int, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: ``n`` codes as a uint8 array."""
+    raw = _packed(data, bits, n)
     if bits == 8:
         return raw[:n].copy()
     if bits == 1:
@@ -112,15 +118,11 @@ def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> n
     up; a decoder whose codes index a handful of values (a one-group
     quantized tensor) never widens them to floats either way.
     """
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bits must be in 1..8, got {bits}")
+    raw = _packed(data, bits, n)
     values = np.ascontiguousarray(values).reshape(-1)
     if values.size != 1 << bits:
         raise ValueError(f"{bits}-bit codes need {1 << bits} values, got {values.size}")
-    raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     size = packed_size(n, bits)
-    if raw.size < size:
-        raise ValueError(f"packed data holds {raw.size} bytes, {n} codes of {bits} bits need {size}")
     if 8 % bits:
         return _lookup_unpacked(raw, bits, n, values)
     per = 8 // bits

@@ -36,7 +36,8 @@ from tvstore.util.bounds import UNIT_OPEN_CLOSED, Bounds
 
 _VERSION = 1
 _HEADER = struct.Struct("<QfB")  # n, magnitude, layout
-_EVERY_CODE = bitpack.pack_bits(np.arange(4), 2)  # the codes 0..3, packed: their signs are the lookup table
+#: the sign (0, +1, -1) of each 2-bit code 0..3, as float32: times the magnitude, the codes' lookup table
+_CODE_SIGNS = torch.from_numpy(signs_from_codes(bitpack.pack_bits(np.arange(4), 2), 4)).to(torch.float32)
 SPARSE, CODES = 0, 1
 
 
@@ -81,7 +82,7 @@ class Ternary(Codec):
         if n != expected:
             raise ValueError(f"ternary payload holds {n} entries, shape {shape} needs {expected}")
         if layout == CODES:  # each 2-bit code looks up its value, computed once as float32 sign x value
-            levels = buffers.convert(torch.from_numpy(signs_from_codes(_EVERY_CODE, 4)), torch.float32).mul_(value)
+            levels = _CODE_SIGNS * value
             return planes.from_uint(bitpack.lookup(sections[0], 2, n, planes.as_uint(buffers.convert(levels, dtype))),
                                     shape, dtype)
         positions, negative = map(torch.from_numpy, support_from_positions(sections, n))

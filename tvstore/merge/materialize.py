@@ -30,6 +30,7 @@ contributes a zero tau.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
@@ -136,27 +137,32 @@ class Merger:
         base_dtype, _ = _dtype_shape(self._base.info(name))
         if not base_dtype.is_floating_point:  # integer buffers (position ids...) are not merged
             return self._base.get(name)
-        stored = self._base.get(name)  # read once: the inputs whose tau needs the base share it
-        base = stored.to(torch.float32)
-        theta = self._delta(name, shape, self._slots_with(name, all_slots=True), base, stored)
-        theta += base
+        theta = self._delta(name, shape, self._slots_with(name, all_slots=True), base=self._base.get(name))
         return theta.to(out_dtype)
 
     def _slots_with(self, name: str, *, all_slots: bool) -> list[int]:
         return [i for i, held in enumerate(self._held) if all_slots or name in held]
 
     def _delta(self, name: str, shape: tuple[int, ...], slots: list[int],
-               base: torch.Tensor | None = None, stored_base: torch.Tensor | None = None) -> torch.Tensor:
+               base: torch.Tensor | None = None) -> torch.Tensor:
+        """The merged delta of ``slots``' taus in fp32, plus ``base`` (the base's tensor as stored) if given.
+
+        The base is read once and shared: sources that decode against it get it
+        as stored, the method (some weigh by it) and the sum get it in fp32.
+        """
         plan = self.recipe.plan(name)
+        base32 = None if base is None else base.to(torch.float32)
         taus = self._inputs_buffer(len(slots), shape)  # given to the method, which may reuse it
         for row, i in enumerate(slots):
-            self._tau(i, name, shape, out=taus[row], base=stored_base)
+            self._tau(i, name, shape, out=taus[row], base=base)
         weights = [plan.weights[i] for i in slots]
         params = {k: ([v[i] for i in slots] if isinstance(v, list) else v) for k, v in plan.params.items()}
         fn = self.recipe.recipe.method.fn
-        result = fn(taus, weights, params, name=name, base=base).to(torch.float32)
+        result = fn(taus, weights, params, name=name, base=base32).to(torch.float32)
         if result.untyped_storage().data_ptr() != taus.untyped_storage().data_ptr():
             self._spare.buffer = taus.untyped_storage()  # the result does not live in it: the next tensor's
+        if base32 is not None:
+            result += base32
         return result
 
     def _inputs_buffer(self, count: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -167,9 +173,7 @@ class Merger:
         task-arithmetic merge's system time. The spare is per thread (each worker
         computes its own tensors) and per merger (it goes when the merge does).
         """
-        numel = count
-        for d in shape:
-            numel *= d
+        numel = count * math.prod(shape)
         spare = getattr(self._spare, "buffer", None)
         self._spare.buffer = None  # taken: given back only if the result does not live in it
         if spare is None or spare.nbytes() < numel * 4:
