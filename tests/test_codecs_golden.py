@@ -35,6 +35,7 @@ def test_every_codec_has_golden_fixtures() -> None:
     have = {p.parent.name for p in FIXTURES}
     assert set(codec_ids()) <= have, f"run tests/golden/make_golden.py for {sorted(set(codec_ids()) - have)}"
     assert {json.loads(p.read_text())["dtype"] for p in GOLDEN.glob("lossless/*.json")} == set(DTYPES)
+    assert {p.read_bytes()[0] for p in GOLDEN.glob("lossless/*.bin")} == {1, 2}  # plain and coded top planes
 
 
 def test_generator_never_overwrites(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tvstore import Registry
-from tvstore.codecs import planes
+from tvstore.codecs import framing, planes
 from tvstore.codecs.encoded import XOR
 from tvstore.codecs.lossless import Lossless
 from tvstore.tensors.components import Component, delta, rebuild
@@ -139,3 +139,41 @@ def test_xor_planes_into_matches_joining_then_xoring_across_chunks(width: int) -
     expected = out.view(planes._UINT[width]) ^ words
     planes.xor_planes_into(planes.split_planes(words), width, out)
     assert np.array_equal(out.view(planes._UINT[width]), expected)
+
+
+def close_xor(dtype: torch.dtype, n: int, step: float, seed: int = 0) -> torch.Tensor:
+    """Bits of weights XOR those of a copy changed by ``step`` of their scale (a fine-tune's XOR)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, generator=g).to(dtype)
+    ft = (w.float() * (1 + step * torch.randn(n, generator=g))).to(dtype)
+    ints = {2: torch.int16, 4: torch.int32}[w.element_size()]
+    return ft.view(ints) ^ w.view(ints)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+def test_a_mostly_zero_top_plane_is_coded_in_four_bits_and_decodes_exactly(dtype: torch.dtype) -> None:
+    """A fine-tune's XOR bits: version 2, smaller than zstd planes, exact through decode and xor_into.
+
+    An odd count and values outside the 15-entry table (escapes) are both exercised.
+    """
+    x = close_xor(dtype, 200_001, 1e-1)
+    limits = torch.iinfo(x.dtype)
+    x[::3000] = torch.randint(limits.min, limits.max, x[::3000].shape, generator=torch.Generator().manual_seed(5))
+    top = planes.rotated_planes(planes.as_uint(x), False)[0]
+    assert 0 < int((~np.isin(top, np.argsort(-np.bincount(top, minlength=256))[:15])).sum())  # escapes exist
+    payload = Lossless().encode(x)
+    assert payload[0] == 2
+    old_format = framing.pack(1, payload[5:7], planes.rotated_planes(planes.as_uint(x), False), 1, probe=True)
+    assert len(payload) < len(old_format)
+    assert torch.equal(Lossless().decode(payload, (x.numel(),), x.dtype), x)
+    assert torch.equal(Lossless().decode(old_format, (x.numel(),), x.dtype), x)
+    out = torch.zeros_like(x)
+    assert torch.equal(Lossless().xor_into(payload, out), x)
+
+
+def test_a_spread_top_plane_keeps_the_version_1_layout() -> None:
+    """Random bits: far more than 1/256 of top bytes fall outside any 15 values, so zstd planes stay."""
+    x = torch.randint(-(1 << 15), 1 << 15, (100_000,), dtype=torch.int16, generator=torch.Generator().manual_seed(3))
+    payload = Lossless().encode(x)
+    assert payload[0] == 1
+    assert torch.equal(Lossless().decode(payload, (x.numel(),), x.dtype), x)

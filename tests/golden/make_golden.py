@@ -29,7 +29,8 @@ XOR_DTYPES = {"i16": torch.int16, "i32": torch.int32}
 
 #: codec id -> [(case name, codec config, dtype name)]
 CASES: dict[str, list[tuple[str, dict, str]]] = {
-    "lossless": [(f"{d}", {"id": "lossless", "level": 3}, d) for d in [*DTYPES, *XOR_DTYPES]],
+    "lossless": [(f"{d}", {"id": "lossless", "level": 3}, d) for d in [*DTYPES, *XOR_DTYPES]]
+    + [(f"{d}_close", {"id": "lossless", "level": 3}, d) for d in XOR_DTYPES],  # version 2: a coded top plane
     "raw": [(f"{d}", {"id": "raw"}, d) for d in DTYPES],
     "quant": [
         ("b2_tensor_fp32", {"id": "quant", "bits": 2, "granularity": "tensor", "group_size": 128}, "fp32"),
@@ -71,11 +72,13 @@ CASES: dict[str, list[tuple[str, dict, str]]] = {
 def sample(case: str, dtype: torch.dtype) -> torch.Tensor:
     """A small delta-like tensor (heavy-tailed, with exact zeros), deterministic per case.
 
-    For an integer dtype: the XOR of a weight-like float tensor's bits with a slightly changed copy's.
+    For an integer dtype: the XOR of a weight-like float tensor's bits with a slightly changed copy's
+    (changed by 1e-4 of its scale for a ``close`` case, a fine-tune's typical step: few exponents change).
     """
     if not dtype.is_floating_point:
         w = sample(case + "w", torch.float16 if dtype.itemsize == 2 else torch.float32) * 1e3
-        return (w + sample(case + "d", w.dtype) * 1e2).view(dtype) ^ w.view(dtype)
+        step = 1e-1 if "close" in case else 1e2
+        return (w + sample(case + "d", w.dtype) * step).view(dtype) ^ w.view(dtype)
     g = torch.Generator().manual_seed(sum(map(ord, case)))
     shape = (40,) if "vector" in case else (16, 24)
     x = torch.randn(shape, generator=g) * 1e-3

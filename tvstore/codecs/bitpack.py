@@ -48,6 +48,15 @@ def pack_bits(codes: np.ndarray, bits: int) -> bytes:
         return codes.tobytes()
     if bits == 1:
         return np.packbits(codes, bitorder="big").tobytes()
+    if bits in (2, 4):  # fast paths: codes never straddle a byte
+        per = 8 // bits
+        padded = np.zeros(-(-n // per) * per, dtype=np.uint8)
+        padded[:n] = codes
+        cols = padded.reshape(-1, per)
+        out = cols[:, 0] << np.uint8(bits * (per - 1))
+        for j in range(1, per):
+            out |= cols[:, j] << np.uint8(bits * (per - 1 - j))
+        return out.tobytes()
     groups = -(-n // 8)
     padded = np.zeros(groups * 8, dtype=np.uint8)
     padded[:n] = codes
