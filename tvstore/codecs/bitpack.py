@@ -215,9 +215,11 @@ def encode_indices(positions: np.ndarray, n: int, level: int = 3) -> bytes:
         raise ValueError("positions must be sorted, unique and inside [0, n)")
     if k == 0:
         return _IDX_HEADER.pack(BITMAP, n, 0, 0)
-    bitmap = np.zeros(n, dtype=bool)
-    bitmap[pos] = True
-    options = [(BITMAP, 0, _zc(np.packbits(bitmap, bitorder="big").tobytes(), level))]
+    options = []
+    if k >= n >> 10:  # sparser than one in 1024, a bitmap never wins and costs n bits to build and compress
+        bitmap = np.zeros(n, dtype=bool)
+        bitmap[pos] = True
+        options.append((BITMAP, 0, _zc(np.packbits(bitmap, bitorder="big").tobytes(), level)))
     if k < n // 2:  # gaps can only win when the support is sparse
         gaps = _gaps(pos)
         options.append((VARINT_GAPS, 0, _zc(encode_varints(gaps), level)))

@@ -103,7 +103,12 @@ class Lossless(Codec):
 
 
 def _top_codes(plane: np.ndarray) -> list[bytes | np.ndarray] | None:
-    """The top plane as (table, packed 4-bit codes, escape positions, escape bytes), or None if too spread."""
+    """The top plane as (table, packed 4-bit codes, escape positions, escape bytes), or None if too spread.
+
+    Each pair of bytes is one 16-bit index into a 64 Ki-entry table of packed
+    code pairs (cache-resident), and each step's escapes are found while its
+    codes are in cache: a handful of passes over L2, not over memory.
+    """
     sample = plane[:: max(1, plane.size >> 20)]  # ~1M entries pick the table; the escapes are counted exactly
     counts = np.bincount(sample, minlength=256)
     table = np.argsort(-counts, kind="stable")[:_ESCAPE].astype(np.uint8)
@@ -112,17 +117,23 @@ def _top_codes(plane: np.ndarray) -> list[bytes | np.ndarray] | None:
     code_of = np.full(256, _ESCAPE, dtype=np.uint8)
     code_of[table] = np.arange(_ESCAPE, dtype=np.uint8)
     pair_code = ((code_of[:, None] << 4) | code_of[None, :]).reshape(-1)  # [first byte * 256 + second]
-    pairs = np.zeros(-(-plane.size // 2) * 2, dtype=np.uint8)
-    pairs[: plane.size] = plane
-    pairs = pairs.view(">u2")  # each pair of bytes as one index, first byte high: packed as bitpack packs
-    packed = np.empty(pairs.size, dtype=np.uint8)
-    for start in range(0, pairs.size, _STEP):  # in cache-sized steps: take widens its indices to intp
-        np.take(pair_code, pairs[start : start + _STEP], out=packed[start : start + _STEP])
-    first, second = np.flatnonzero(packed >> 4 == _ESCAPE) * 2, np.flatnonzero(packed & 15 == _ESCAPE) * 2 + 1
-    escapes = np.sort(np.concatenate([first, second[second < plane.size]]))
-    if escapes.size > _MAX_ESCAPES * plane.size:
+    n, whole = plane.size, plane.size // 2
+    pairs = plane[: 2 * whole].view(">u2")  # first byte high: packed as bitpack packs
+    packed = np.empty(-(-n // 2), dtype=np.uint8)
+    if n % 2:  # the last code's partner is padding: code 0, never read back
+        packed[-1] = code_of[plane[-1]] << 4
+    shifted = np.empty(min(_STEP, whole), dtype=np.uint8)
+    found = [np.flatnonzero(packed[whole:] >= 0xF0) * 2 + 2 * whole]
+    for start in range(0, whole, _STEP):  # in cache-sized steps: take widens its indices to intp
+        stop = min(start + _STEP, whole)
+        codes = packed[start:stop]
+        np.take(pair_code, pairs[start:stop], out=codes)
+        low = np.left_shift(codes, 4, out=shifted[: codes.size])  # the second code in the high nibble
+        found += [np.flatnonzero(codes >= 0xF0) * 2 + 2 * start, np.flatnonzero(low >= 0xF0) * 2 + 2 * start + 1]
+    escapes = np.sort(np.concatenate(found))
+    if escapes.size > _MAX_ESCAPES * n:
         return None
-    return [table.tobytes(), packed, bitpack.encode_indices(escapes, plane.size), plane[escapes]]
+    return [table.tobytes(), packed, bitpack.encode_indices(escapes, n), plane[escapes]]
 
 
 def _top_plane(sections: list, n: int) -> np.ndarray:
