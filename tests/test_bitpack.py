@@ -75,7 +75,7 @@ def test_lookup_is_the_table_indexed_by_the_unpacked_codes(case: tuple[int, list
 
 @pytest.mark.parametrize("bits", [3, 4, 5])  # the whole-byte and the unpacking paths, over several steps
 def test_lookup_across_steps_matches_the_unpacked_codes(bits: int) -> None:
-    codes = np.random.default_rng(bits).integers(0, 1 << bits, 8 * bitpack._LOOKUP_STEP * 2 + 13).astype(np.uint8)
+    codes = np.random.default_rng(bits).integers(0, 1 << bits, 8 * bitpack.LOOKUP_STEP * 2 + 13).astype(np.uint8)
     values = np.random.default_rng(0).standard_normal(1 << bits).astype(np.float32)
     got = bitpack.lookup(bitpack.pack_bits(codes, bits), bits, codes.size, values)
     assert np.array_equal(got, values[codes])

@@ -112,8 +112,9 @@ def unpack_bits(data: bytes | np.ndarray, bits: int, n: int) -> np.ndarray:
     return out.reshape(-1)[:n]
 
 
-#: packed bytes looked up per step of :func:`lookup`: the step's indices and output stay in L2 cache
-_LOOKUP_STEP = 1 << 15
+#: entries per step of a table lookup (:func:`lookup`, the lossless top plane): the step's indices and
+#: output stay in L2 cache, where ``np.take`` widening its indices to intp costs no memory traffic
+LOOKUP_STEP = 1 << 15
 
 
 def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> np.ndarray:
@@ -139,8 +140,8 @@ def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> n
     entry = np.dtype(f"V{per * values.itemsize}")
     table = np.ascontiguousarray(values[codes]).view(entry).reshape(256)
     out = np.empty(size, dtype=entry)
-    for start in range(0, size, _LOOKUP_STEP):
-        stop = min(size, start + _LOOKUP_STEP)
+    for start in range(0, size, LOOKUP_STEP):
+        stop = min(size, start + LOOKUP_STEP)
         np.take(table, raw[start:stop], out=out[start:stop])
     return out.view(values.dtype)[:n]
 
@@ -148,7 +149,7 @@ def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> n
 def _lookup_unpacked(raw: np.ndarray, bits: int, n: int, values: np.ndarray) -> np.ndarray:
     """:func:`lookup` for widths that straddle bytes: a step's codes unpacked, then looked up."""
     out = np.empty(n, dtype=values.dtype)
-    step = 8 * _LOOKUP_STEP  # codes per step: a multiple of 8, so every step starts on a byte
+    step = 8 * LOOKUP_STEP  # codes per step: a multiple of 8, so every step starts on a byte
     for start in range(0, n, step):
         count = min(step, n - start)
         first = start * bits // 8

@@ -13,13 +13,13 @@ Encoding probes each large plane on a sample before compressing it (near-random
 mantissa planes of base weights are stored raw without paying zstd for them);
 decoding joins the planes and undoes the rotation in one cache-sized pass,
 straight into a numpy buffer (huge pages; see :mod:`tvstore.codecs.buffers`),
-reading raw planes in place from the payload. The payload layout is unchanged
-since version 1.
+reading raw planes in place from the payload.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 
 import numpy as np
@@ -32,7 +32,6 @@ from tvstore.util.bounds import Bounds
 _VERSION, _VERSION_TOP_CODES = 1, 2
 _ESCAPE = 15  # the 4-bit code of a top-plane value outside the table
 _MAX_ESCAPES = 1 / 256  # top planes with more values outside the 15 most frequent stay zstd planes
-_STEP = 1 << 15
 
 
 @register_codec
@@ -56,10 +55,7 @@ class Lossless(Codec):
         return framing.pack(_VERSION_TOP_CODES, header, byte_planes, self.level, probe=True)
 
     def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
-        n = 1
-        for d in shape:
-            n *= d
-        out = np.empty(n * dtype.itemsize, dtype=np.uint8)  # numpy memory: huge pages for large tensors
+        out = np.empty(math.prod(shape) * dtype.itemsize, dtype=np.uint8)  # numpy memory: huge pages for large tensors
         return planes.from_uint(self._join(data, out), shape, dtype)
 
     def decode_into(self, data: bytes, out: torch.Tensor) -> torch.Tensor:
@@ -123,10 +119,10 @@ def _top_codes(plane: np.ndarray) -> list[bytes | np.ndarray] | None:
     packed = np.empty(-(-n // 2), dtype=np.uint8)
     if n % 2:  # the last code's partner is padding: code 0, never read back
         packed[-1] = code_of[plane[-1]] << 4
-    shifted = np.empty(min(_STEP, whole), dtype=np.uint8)
+    shifted = np.empty(min(bitpack.LOOKUP_STEP, whole), dtype=np.uint8)
     found = [np.flatnonzero(packed[whole:] >= 0xF0) * 2 + 2 * whole]
-    for start in range(0, whole, _STEP):  # in cache-sized steps: take widens its indices to intp
-        stop = min(start + _STEP, whole)
+    for start in range(0, whole, bitpack.LOOKUP_STEP):
+        stop = min(start + bitpack.LOOKUP_STEP, whole)
         codes = packed[start:stop]
         np.take(pair_code, pairs[start:stop], out=codes)
         low = np.left_shift(codes, 4, out=shifted[: codes.size])  # the second code in the high nibble
