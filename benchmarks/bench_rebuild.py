@@ -18,9 +18,10 @@ lossless pushes). Then, each pair timed alternately in one run, median of
   under cProfile, its own time split into reading, zstd, byte planes, hashing,
   torch arithmetic, the database and the rest; and the CLI's start-up (a
   process that only imports the pull path);
-- push of one fine-tune (lossless, quant 4-bit): MB/s of bf16 input per core
-  and peak anonymous memory above the process's start as a multiple of the
-  largest tensor;
+- a first push of one fine-tune (lossless, quant 4-bit) into a fresh copy of a
+  registry holding only the base: MB/s of bf16 input per core and peak
+  anonymous memory above the process's start as a multiple of the largest
+  tensor; and where a one-thread push's time goes, under cProfile;
 - lossless ratio and decode speed vs ZipNN on the same fine-tune (XOR bits and bf16 deltas).
 
 Cold runs evict the files each side reads: ``echo 3 > /proc/sys/vm/drop_caches``
@@ -180,22 +181,36 @@ def child_rebuild(home: str, ref: str, workers: str) -> None:
     bm.child_report(t0)
 
 
-#: where a profiled rebuild's own time goes: the first rule whose needle is in a function's key takes it
+#: where a profiled rebuild's or push's own time goes: the first rule whose needle is in a function's key takes it
 PROFILE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("read blob files", ("'readinto' of '_io.FileIO'",)),
+    ("read the fine-tune (safetensors)", ("safe_open", "torch/storage.py")),
     ("zstd decode", ("ZstdDecompressor",)),
+    ("zstd encode", ("ZstdCompressor",)),
     ("byte planes: join, rotate, XOR (numpy)", ("tvstore/codecs/planes.py",)),
     ("codes: unpack, table lookups (numpy)", ("tvstore/codecs/bitpack.py", "'take' of 'numpy.ndarray'")),
     ("content hash", ("_hashlib", "blake3")),
+    ("write blob files (and fsync)", ("'write' of '_io.BufferedWriter'", "posix.fsync")),
     ("codec arithmetic (torch)", ("torch._C", "/torch/")),
     ("database (SQLAlchemy, SQLite)", ("sqlalchemy", "sqlite3")),
 )
 
 
+def own_time_by_part(prof) -> dict[str, float]:
+    """A cProfile run's own time per function, summed per part of :data:`PROFILE_PARTS` (the rest: "Python and other")."""
+    import pstats
+
+    parts = dict.fromkeys([name for name, _ in PROFILE_PARTS] + ["Python and other"], 0.0)
+    for (path, line, func), (_, _, own, _, _) in pstats.Stats(prof).stats.items():
+        key = f"{path}:{line}:{func}"
+        parts[next((name for name, needles in PROFILE_PARTS if any(n in key for n in needles)),
+                   "Python and other")] += own
+    return parts
+
+
 def child_profile(home: str, ref: str) -> None:
     """One rebuild into memory on one thread under cProfile: seconds of own time per part (PROFILE_PARTS)."""
     import cProfile
-    import pstats
 
     import_tvstore()
 
@@ -209,27 +224,60 @@ def child_profile(home: str, ref: str) -> None:
         for _ in reg.rebuild(ref, workers=1):
             pass
         prof.disable()
-    parts = dict.fromkeys([name for name, _ in PROFILE_PARTS] + ["Python and other"], 0.0)
-    for (path, line, func), (_, _, own, _, _) in pstats.Stats(prof).stats.items():
-        key = f"{path}:{line}:{func}"
-        parts[next((name for name, needles in PROFILE_PARTS if any(n in key for n in needles)),
-                   "Python and other")] += own
-    print(json.dumps({"parts": parts}))
+    print(json.dumps({"parts": own_time_by_part(prof)}))
 
 
 def child_load(ckpt: str) -> None:
     bm.run_load_full(ckpt)
 
 
-def child_push(home: str, name: str, path: str, codec: str) -> None:
-    import_tvstore()
+def child_push(home: str, name: str, path: str, codec: str, profile: str = "") -> None:
+    """One push, timed; with ``profile`` ("-", or a file for the cProfile stats) on one thread under cProfile,
+    printing its own time per part (PROFILE_PARTS): cProfile sees only the thread it runs in."""
+    import cProfile
 
+    import tvstore.ops.push
+
+    import_tvstore()
+    if profile:
+        tvstore.ops.push.push_workers = lambda: 1
+        torch.set_num_threads(1)  # single-threaded ops, as in the push's own workers
     start_anon = bm.rss_anon_mib()
+    prof = cProfile.Profile() if profile else None
     t0 = bm.child_start()
     with bm.open_registry(home) as reg:
+        if prof:
+            prof.enable()
         reg.push(name, Path(path), base="base", codec=codec)
+        if prof:
+            prof.disable()
+    if prof:
+        if profile != "-":
+            prof.dump_stats(profile)
+        print(json.dumps({"parts": own_time_by_part(prof)}))
     print(json.dumps({"start_anon_mib": start_anon}))
     bm.child_report(t0)
+
+
+def base_home(work: Path, reuse: bool = False) -> Path:
+    """A registry holding only the base (``work/home-base``): what every push starts from, copied fresh per push."""
+    home = work / "home-base"
+    if not (reuse and (home / ".ready").exists()):
+        shutil.rmtree(home, ignore_errors=True)
+        with bm.open_registry(str(home)) as reg:
+            reg.init()
+            reg.add_base("base", work / "models" / "base")
+        (home / ".ready").touch()
+    return home
+
+
+def fresh_copy(home: Path, run: Path) -> Path:
+    """``home`` copied with its blobs hard-linked, the database copied: a push into it writes every blob of its
+    own (into a registry that already held the fine-tune, every blob would exist and nothing would be written)."""
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(home, run, copy_function=os.link, ignore=shutil.ignore_patterns("registry.db*", ".ready"))
+    shutil.copy2(home / "registry.db", run / "registry.db")
+    return run
 
 
 CHILDREN = {"pull": child_pull, "copytree": child_copytree, "rebuild": child_rebuild, "load": child_load,
@@ -331,12 +379,12 @@ def profile_rows(a, homes: dict[str, Path]) -> dict:
     return {"rebuilds": rows, "startup": {"seconds": startup, "command": f"python -c '{imports[-1]}'"}}
 
 
-def push_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib: float) -> list[dict]:
-    rows = []
+def push_rows(a, work: Path, nbytes: int, largest_mib: float) -> list[dict]:
+    """Each push a first one: into a fresh copy of the base's registry, so it writes all its blobs."""
+    base, rows = base_home(work, a.reuse), []
     for codec in SCALE_CODECS:
-        home = homes.get(codec) or homes[a.codecs[0]]
-        runs = [child("push", str(home), f"bench-push-{i}", str(work / "models" / "ft0"), codec)
-                for i in range(a.repeat)]
+        runs = [child("push", str(fresh_copy(base, work / "push-run")), "ft0", str(work / "models" / "ft0"), codec)
+                for _ in range(a.repeat)]
         wall = statistics.median(r["wall_s"] for r in runs)
         extra = statistics.median(r["peak_anon_mib"] - r["start_anon_mib"] for r in runs)
         rows.append({"codec": codec, "wall_s": wall, "mb_s": nbytes / wall / 1e6,
@@ -344,6 +392,16 @@ def push_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib: f
                      "peak_extra_anon_mib": extra, "largest_mib": largest_mib, "x_largest": extra / largest_mib,
                      "runs": runs})
         print(f"  push {codec}: {nbytes / wall / 1e6:.0f} MB/s, {extra / largest_mib:.1f}x largest", flush=True)
+    shutil.rmtree(work / "push-run", ignore_errors=True)
+    return rows
+
+
+def push_profile_rows(a, work: Path) -> list[dict]:
+    """Where a first push's time goes: one push per codec on one thread under cProfile."""
+    base = base_home(work, reuse=True)
+    rows = [{"codec": codec, **child("push", str(fresh_copy(base, work / "push-run")), "ft0",
+                                     str(work / "models" / "ft0"), codec, "-")} for codec in SCALE_CODECS]
+    shutil.rmtree(work / "push-run", ignore_errors=True)
     return rows
 
 
@@ -422,12 +480,15 @@ def report(res: dict) -> str:
                      f"{r['out_gb_s']:.2f} | {r['out_gb_s'] / r['workers']:.2f} | {mem} |")
     if res.get("profile"):
         lines += profile_section(res["profile"], res["pull"])
-    lines += ["", "## Push of one fine-tune (in-process, 2 threads)", "",
+    lines += ["", "## First push of one fine-tune (in-process, 2 threads, into a registry holding only the base)", "",
               "| codec | wall s | MB/s | MB/s per core | peak memory above start MiB | x largest tensor |",
               "|---|--:|--:|--:|--:|--:|"]
     for r in res["push"]:
         lines.append(f"| {r['codec']} | {r['wall_s']:.2f} | {r['mb_s']:.0f} | {r['mb_s_per_core']:.0f} | "
                      f"{r['peak_extra_anon_mib']:.0f} | {r['x_largest']:.1f} |")
+    if res.get("push_profile"):
+        lines += parts_table("Where a push's time goes (one-thread first push under cProfile, own time per part)",
+                             res["push_profile"])
     if res.get("zipnn"):
         info = res["zipnn"][-1]
         lines += ["", f"## Lossless vs ZipNN on the same fine-tune ({info['tensors']} largest tensors of ft0, "
@@ -439,20 +500,26 @@ def report(res: dict) -> str:
     return "\n".join(lines)
 
 
-def profile_section(profile: dict, pulls: list[dict]) -> list[str]:
-    """The profile's parts as shares of each codec's one-thread rebuild, then the CLI's start-up."""
-    codecs, startup = profile["rebuilds"], profile["startup"]
-    names = list(codecs[0]["parts"])
-    lines = ["", "## Where the time goes (one-thread rebuild into memory under cProfile, own time per part)", "",
-             "| part | " + " | ".join(f"{r['codec']} s | share" for r in codecs) + " |",
-             "|---|" + "--:|--:|" * len(codecs)]
+def parts_table(title: str, rows: list[dict]) -> list[str]:
+    """Each row's parts as seconds and shares of its total; parts no row spent time in are left out."""
+    names = [n for n in rows[0]["parts"] if any(r["parts"][n] for r in rows)]
+    lines = ["", f"## {title}", "", "| part | " + " | ".join(f"{r['codec']} s | share" for r in rows) + " |",
+             "|---|" + "--:|--:|" * len(rows)]
     for name in names + ["total"]:
         cells = []
-        for r in codecs:
+        for r in rows:
             total = sum(r["parts"].values())
             value = total if name == "total" else r["parts"][name]
             cells.append(f"{value:.2f} | {value / total:.0%}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def profile_section(profile: dict, pulls: list[dict]) -> list[str]:
+    """The profile's parts as shares of each codec's one-thread rebuild, then the CLI's start-up."""
+    startup = profile["startup"]
+    lines = parts_table("Where the time goes (one-thread rebuild into memory under cProfile, own time per part)",
+                        profile["rebuilds"])
     warm = [r for r in pulls if r["cache"] == "warm" and r["what"].startswith("pull --checkpoint")]
     whole = ", ".join(f"{r['codec']} {r['tv_s']:.2f} s" for r in warm)
     lines += ["", f"Interpreter start-up and imports of the pull path (`{startup['command']}`, a whole "
@@ -499,7 +566,8 @@ def main() -> None:
     res["evicted_by"] = next((r["evicted_by"] for r in res["pull"] if r["evicted_by"]), "-")
     res["rebuild"] = rebuild_rows(a, work, homes, nbytes, largest_mib)
     res["profile"] = {} if a.scale else profile_rows(a, homes)
-    res["push"] = push_rows(a, work, homes, nbytes, largest_mib)
+    res["push"] = push_rows(a, work, nbytes, largest_mib)
+    res["push_profile"] = [] if a.scale else push_profile_rows(a, work)
     res["zipnn"] = [] if a.scale else zipnn_rows(work)
     res["machine"] = machine.finish(before)
     text = report(res)

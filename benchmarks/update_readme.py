@@ -65,9 +65,12 @@ def rebuild_paragraph(r: dict) -> str:
     if r.get("profile"):
         text += profile_sentence(r["profile"])
     if push:
-        text += "Push: " + "; ".join(
+        text += "First push (into a registry holding only the base): " + "; ".join(
             f"{c} {p['mb_s_per_core']:.0f} MB/s of bf16 input per core, peak memory {p['x_largest']:.1f}x the largest "
             f"tensor" for c, p in push.items()) + ". "
+    if r.get("push_profile"):
+        text += ("Where a one-thread push's time goes (cProfile): "
+                 + "; ".join(f"{x['codec']}: {largest_parts(x['parts'])}" for x in r["push_profile"]) + ". ")
     if r.get("zipnn"):
         ours, *peers, info = r["zipnn"]
         text += (f"Lossless on the same fine-tune ({info['raw_mib']:.0f} MiB, one core): {ours['tool']} ratio "
@@ -76,15 +79,17 @@ def rebuild_paragraph(r: dict) -> str:
     return text + "Table: `benchmarks/results/rebuild.md`."
 
 
+def largest_parts(parts: dict[str, float], count: int = 3) -> str:
+    """The ``count`` largest parts of a profile, as shares of its total."""
+    total = sum(parts.values())
+    ranked = sorted(parts.items(), key=lambda kv: -kv[1])[:count]
+    return ", ".join(f"{name} {value / total:.0%}" for name, value in ranked)
+
+
 def profile_sentence(profile: dict) -> str:
     """The three largest parts of each profiled one-thread rebuild, and the CLI's start-up."""
-
-    def top(parts: dict[str, float]) -> str:
-        total = sum(parts.values())
-        return ", ".join(f"{name} {value / total:.0%}" for name, value in sorted(parts.items(), key=lambda kv: -kv[1])[:3])
-
-    return ("Where a one-thread rebuild's time goes (cProfile): " + "; ".join(f"{r['codec']}: {top(r['parts'])}"
-                                                                            for r in profile["rebuilds"])
+    return ("Where a one-thread rebuild's time goes (cProfile): "
+            + "; ".join(f"{r['codec']}: {largest_parts(r['parts'])}" for r in profile["rebuilds"])
             + f". Starting the interpreter and importing the pull path alone takes {profile['startup']['seconds']:.2f} s. ")
 
 
@@ -116,7 +121,7 @@ def scale_paragraph(s: dict, small: dict | None) -> str:
                 parts.append(f"{label}, {cache}: " + by_codec(rows, lambda x: f"{x['ratio']:.2f}x"))
     parts.append("rebuild into memory on 2 threads: " + by_codec(
         s["rebuild"], lambda x: f"{x['out_gb_s']:.2f} GB/s at {x['x_largest']:.1f}x the largest tensor"))
-    parts.append("push: " + by_codec(
+    parts.append("first push: " + by_codec(
         s["push"], lambda x: f"{x['mb_s_per_core']:.0f} MB/s per core at {x['x_largest']:.1f}x the largest tensor"))
     return text + "; ".join(parts) + ". Table: `benchmarks/results/rebuild_scale.md`."
 
