@@ -189,9 +189,11 @@ PROFILE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("zstd encode", ("ZstdCompressor",)),
     ("byte planes: join, rotate, XOR (numpy)", ("tvstore/codecs/planes.py",)),
     ("codes: unpack, table lookups (numpy)", ("tvstore/codecs/bitpack.py", "'take' of 'numpy.ndarray'")),
+    ("other codec code, with its inline numpy operators", ("tvstore/codecs/",)),
     ("content hash", ("_hashlib", "blake3")),
     ("write blob files (and fsync)", ("'write' of '_io.BufferedWriter'", "posix.fsync")),
-    ("codec arithmetic (torch)", ("torch._C", "/torch/")),
+    ("torch arithmetic: codecs, deltas, error sums", ("torch._C", "/torch/", "built-in method torch.",
+                                                     "tvstore/tensors/")),
     ("database (SQLAlchemy, SQLite)", ("sqlalchemy", "sqlite3")),
 )
 
