@@ -454,10 +454,13 @@ def parse_args() -> argparse.Namespace:
                     help="also the flat-memory check on a ~1.2B-parameter base (hidden 2048, 18 layers): ~40 GB disk")
     ap.add_argument("--skip-sweep", action="store_true",
                     help="only the rebuild rows (and --big); merge rows are kept from the last results file")
-    ap.add_argument("--results", type=Path, default=RESULTS / "merge", help="writes <results>.md and .json")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="writes <results>.md and .json (default: results/merge; with --quick, WORK/merge-quick)")
     a = ap.parse_args()
     if a.quick:
         a.hidden, a.layers, a.vocab, a.tasks, a.repeat = 64, 2, 256, "2", 1
+    # a harness check must not overwrite the committed tables: its results stay in the work folder
+    a.results = a.results or (a.work / "merge-quick" if a.quick else RESULTS / "merge")
     a.task_counts = [int(x) for x in a.tasks.split(",")]
     a.codecs = a.codecs.split(",")
     return a

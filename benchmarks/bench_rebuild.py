@@ -92,15 +92,20 @@ def write_model(out: Path, cfg: dict, seed: int | None) -> None:
     write_checkpoint_dir(out, infos, tensors(), side_files=side, max_shard_bytes=2 * 1024**3)
 
 
-def prepare(work: Path, cfg: dict, codecs: list[str], reuse: bool = False) -> dict[str, Path]:
-    """Models (cached in ``work/models``) and one registry per codec, rebuilt from scratch (unless ``reuse``)."""
-    models = work / "models"
-    tasks = 3 if "rtvq" in codecs else 1  # RTVQ packs a group; the other codecs need one fine-tune
+def write_models(models: Path, cfg: dict, tasks: int) -> None:
+    """The base and fine-tunes ft0..ft{tasks-1} under ``models``, each kept once complete (a later run reuses it)."""
     for name, seed in [("base", None)] + [(f"ft{t}", t) for t in range(tasks)]:
         if not (models / name / ".complete").exists():
             shutil.rmtree(models / name, ignore_errors=True)
             write_model(models / name, cfg, seed)
             (models / name / ".complete").touch()
+
+
+def prepare(work: Path, cfg: dict, codecs: list[str], reuse: bool = False) -> dict[str, Path]:
+    """Models (cached in ``work/models``) and one registry per codec, rebuilt from scratch (unless ``reuse``)."""
+    models = work / "models"
+    tasks = 3 if "rtvq" in codecs else 1  # RTVQ packs a group; the other codecs need one fine-tune
+    write_models(models, cfg, tasks)
     homes = {}
     for codec in codecs:
         home = homes[codec] = work / bm.home_name(codec)
@@ -381,12 +386,18 @@ def profile_rows(a, homes: dict[str, Path]) -> dict:
     return {"rebuilds": rows, "startup": {"seconds": startup, "command": f"python -c '{imports[-1]}'"}}
 
 
+def first_push(work: Path, base: Path, codec: str, *profile: str) -> dict:
+    """One push child of ``work/models/ft0`` into a fresh copy of ``base`` (``work/push-run``); ``profile`` as
+    child_push's."""
+    return child("push", str(fresh_copy(base, work / "push-run")), "ft0", str(work / "models" / "ft0"), codec,
+                 *profile)
+
+
 def push_rows(a, work: Path, nbytes: int, largest_mib: float) -> list[dict]:
     """Each push a first one: into a fresh copy of the base's registry, so it writes all its blobs."""
     base, rows = base_home(work, a.reuse), []
     for codec in SCALE_CODECS:
-        runs = [child("push", str(fresh_copy(base, work / "push-run")), "ft0", str(work / "models" / "ft0"), codec)
-                for _ in range(a.repeat)]
+        runs = [first_push(work, base, codec) for _ in range(a.repeat)]
         wall = statistics.median(r["wall_s"] for r in runs)
         extra = statistics.median(r["peak_anon_mib"] - r["start_anon_mib"] for r in runs)
         rows.append({"codec": codec, "wall_s": wall, "mb_s": nbytes / wall / 1e6,
@@ -401,8 +412,7 @@ def push_rows(a, work: Path, nbytes: int, largest_mib: float) -> list[dict]:
 def push_profile_rows(a, work: Path) -> list[dict]:
     """Where a first push's time goes: one push per codec on one thread under cProfile."""
     base = base_home(work, reuse=True)
-    rows = [{"codec": codec, **child("push", str(fresh_copy(base, work / "push-run")), "ft0",
-                                     str(work / "models" / "ft0"), codec, "-")} for codec in SCALE_CODECS]
+    rows = [{"codec": codec, **first_push(work, base, codec, "-")} for codec in SCALE_CODECS]
     shutil.rmtree(work / "push-run", ignore_errors=True)
     return rows
 
@@ -546,7 +556,9 @@ def parse_args() -> argparse.Namespace:
     if a.scale:
         a.codecs = ",".join(SCALE_CODECS)
     a.codecs = a.codecs.split(",")
-    a.results = a.results or RESULTS / ("rebuild_scale" if a.scale else "rebuild")
+    name = "rebuild_scale" if a.scale else "rebuild"
+    # a harness check must not overwrite the committed tables: its results stay in the work folder
+    a.results = a.results or (a.work / f"{name}-quick" if a.quick else RESULTS / name)
     return a
 
 

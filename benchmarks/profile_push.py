@@ -21,11 +21,9 @@ on demand.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pstats
-import shutil
 from pathlib import Path
 
 import bench_merge as bm  # noqa: E402  (this folder is on sys.path when run as a script)
@@ -36,13 +34,8 @@ CODECS = ["lossless", "quant:bits=4"]
 
 def prepare(work: Path, size: str) -> tuple[Path, Path]:
     """(fine-tune path, registry home): the models and the base's registry, made once per ``work``."""
-    cfg = bm.llama_config(*br.SIZES[size])
     models = work / "models"
-    for name, seed in (("base", None), ("ft0", 0)):
-        if not (models / name / ".complete").exists():
-            shutil.rmtree(models / name, ignore_errors=True)
-            br.write_model(models / name, cfg, seed)
-            (models / name / ".complete").touch()
+    br.write_models(models, bm.llama_config(*br.SIZES[size]), tasks=1)
     return models / "ft0", br.base_home(work, reuse=True)
 
 
@@ -64,11 +57,7 @@ def main() -> None:
         if a.profile:
             a.profile.mkdir(parents=True, exist_ok=True)
             prof = str(a.profile / f"{codec.replace(':', '_').replace('=', '')}.prof")
-        run = br.fresh_copy(home, a.work / "run")
-        r = {}
-        for line in bm.common.run_child(br.__file__, "push", str(run), "ft0", str(ft), codec, prof):
-            if line.startswith("{"):
-                r.update(json.loads(line))
+        r = br.child("push", str(br.fresh_copy(home, a.work / "run")), "ft0", str(ft), codec, prof)
         extra = r["peak_anon_mib"] - r["start_anon_mib"]
         mb_s = nbytes / r["wall_s"] / 1e6
         print(f"{codec}: {r['wall_s']:.2f} s, {mb_s:.0f} MB/s, {mb_s / cores:.0f} MB/s per core, "

@@ -41,10 +41,7 @@ class EncodedTensor:
 
     @property
     def raw_bytes(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
     @property
     def stored_bytes(self) -> int:
