@@ -123,6 +123,7 @@ def peak_rss_mib() -> float:
 
 
 _IO0: dict[str, int] = {}
+_CPU0: dict[str, float] = {}
 _ANON = {"peak": 0.0}
 
 
@@ -150,8 +151,16 @@ def child_start() -> float:
 
     gc.collect()
     _IO0.update(io_counters())
+    _CPU0.update(cpu_seconds())
     threading.Thread(target=sample_anon, daemon=True).start()
     return time.perf_counter()
+
+
+def cpu_seconds() -> dict[str, float]:
+    """This process's CPU time so far, all threads: user (its own code) and sys (the kernel's work for it,
+    page faults on fresh memory among it)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_user_s": use.ru_utime, "cpu_sys_s": use.ru_stime}
 
 
 def child_report(t0: float) -> None:
@@ -160,7 +169,8 @@ def child_report(t0: float) -> None:
     anon = max(_ANON["peak"], rss_anon_mib())
     print(json.dumps({"wall_s": time.perf_counter() - t0, "peak_rss_mib": rss, "peak_anon_mib": anon,
                       "read_bytes": io["read_bytes"] - _IO0.get("read_bytes", 0),
-                      "rchar": io["rchar"] - _IO0.get("rchar", 0)}))
+                      "rchar": io["rchar"] - _IO0.get("rchar", 0),
+                      **{k: v - _CPU0.get(k, 0.0) for k, v in cpu_seconds().items()}}))
 
 
 def run_mergekit(work: str, recipe: str, out: str) -> None:

@@ -13,7 +13,8 @@ lossless pushes). Then, each pair timed alternately in one run, median of
   one full garbage collection, as every child's clock starts: ``bench_merge.child_start``) vs
   ``shutil.copytree`` in a process of its own;
 - a rebuild into memory through the Python API (``Registry.rebuild``, every tensor read) vs
-  ``safetensors.torch.load_file`` + reading every tensor, with 1 and 2 threads;
+  ``safetensors.torch.load_file`` + reading every tensor, with 1 and 2 rebuild threads (the reading
+  consumer's torch on one thread on both sides), with the rebuild's CPU time, user and sys;
 - where the time goes: a one-thread rebuild into memory (lossless, quant 4-bit)
   under cProfile, its own time split into reading, zstd, byte planes, hashing,
   torch arithmetic, the database and the rest; and the CLI's start-up (a
@@ -174,9 +175,17 @@ def child_copytree(src: str, out: str) -> None:
     bm.child_report(t0)
 
 
+def one_thread_consumer() -> None:
+    """The process's own torch ops (the consumer's read of every tensor; with one worker, the rebuild itself)
+    on one thread, on both sides: with two intra-op threads beside two rebuild workers the consumer
+    oversubscribed two cores, and a "one thread" rebuild ran on two."""
+    torch.set_num_threads(1)
+
+
 def child_rebuild(home: str, ref: str, workers: str) -> None:
-    """Every rebuilt tensor read (one byte per page), through the Python API."""
+    """Every rebuilt tensor read (every byte: bench_merge.touch), through the Python API."""
     import_tvstore()
+    one_thread_consumer()
 
     print(json.dumps({"start_anon_mib": bm.rss_anon_mib()}))
     t0 = bm.child_start()
@@ -235,6 +244,7 @@ def child_profile(home: str, ref: str) -> None:
 
 
 def child_load(ckpt: str) -> None:
+    one_thread_consumer()
     bm.run_load_full(ckpt)
 
 
@@ -370,9 +380,10 @@ def rebuild_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib
                      lambda: (runs["tv"].append(child("rebuild", str(home), ref, str(workers))) or runs["tv"][-1]["wall_s"]),
                      a.repeat)
             extra = statistics.median(x["peak_anon_mib"] - x.get("start_anon_mib", 0.0) for x in runs["tv"])
+            cpu = {k: statistics.median(x[k] for x in runs["tv"]) for k in ("cpu_user_s", "cpu_sys_s")}
             rows.append({"what": "rebuild in memory vs load_file", "codec": codec, "workers": workers,
                          "out_gb_s": nbytes / r["tv_s"] / 1e9, "peak_extra_anon_mib": extra,
-                         "x_largest": extra / largest_mib, **r})
+                         "x_largest": extra / largest_mib, **cpu, **r})
             print(f"  rebuild {codec} x{workers}: {r['tv_s']:.2f}s vs {r['ref_s']:.2f}s", flush=True)
     return rows
 
@@ -484,12 +495,12 @@ def report(res: dict) -> str:
         lines.append(f"| {r['what']} | {r['codec']} | {r['cache']} | {r['tv_s']:.2f} | {r['ref_s']:.2f} | {r['ratio']:.2f}x |")
     lines += ["", "## Rebuild into memory vs `safetensors.torch.load_file` + reading every tensor", "",
               "| codec | threads | tvstore s | load_file s | tvstore / load_file | output GB/s | GB/s per thread "
-              "| peak memory above start MiB | x largest tensor |",
-              "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+              "| tvstore CPU user s | tvstore CPU sys s | peak memory above start MiB | x largest tensor |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in res["rebuild"]:
-        mem = (f"{r['peak_extra_anon_mib']:.0f} | {r['x_largest']:.1f}" if "x_largest" in r else "- | -")
         lines.append(f"| {r['codec']} | {r['workers']} | {r['tv_s']:.2f} | {r['ref_s']:.2f} | {r['ratio']:.2f}x | "
-                     f"{r['out_gb_s']:.2f} | {r['out_gb_s'] / r['workers']:.2f} | {mem} |")
+                     f"{r['out_gb_s']:.2f} | {r['out_gb_s'] / r['workers']:.2f} | {r['cpu_user_s']:.2f} | "
+                     f"{r['cpu_sys_s']:.2f} | {r['peak_extra_anon_mib']:.0f} | {r['x_largest']:.1f} |")
     if res.get("profile"):
         lines += profile_section(res["profile"], res["pull"])
     lines += ["", "## First push of one fine-tune (in-process, 2 threads, into a registry holding only the base)", "",
