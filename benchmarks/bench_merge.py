@@ -50,6 +50,12 @@ import common  # noqa: E402  (benchmarks/common.py: run as a script, this folder
 import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def results_path(name: str, work: Path, quick: bool) -> Path:
+    """Where a run writes ``<name>.md`` and ``.json``: the committed tables, or for a ``--quick`` harness check
+    the work folder (a check must never overwrite the committed tables)."""
+    return work / f"{name}-quick" if quick else RESULTS / name
 RECIPES = {
     "task_arithmetic": {"weight": 0.5},
     "ties": {"weight": 0.5, "density": 0.3},
@@ -469,8 +475,7 @@ def parse_args() -> argparse.Namespace:
     a = ap.parse_args()
     if a.quick:
         a.hidden, a.layers, a.vocab, a.tasks, a.repeat = 64, 2, 256, "2", 1
-    # a harness check must not overwrite the committed tables: its results stay in the work folder
-    a.results = a.results or (a.work / "merge-quick" if a.quick else RESULTS / "merge")
+    a.results = a.results or results_path("merge", a.work, a.quick)
     a.task_counts = [int(x) for x in a.tasks.split(",")]
     a.codecs = a.codecs.split(",")
     return a

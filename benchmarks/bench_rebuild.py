@@ -55,7 +55,6 @@ import torch
 import bench_merge as bm  # noqa: E402  (this folder is on sys.path when run as a script)
 import machine  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CODECS = ["lossless", "quant:bits=4", "ternary:density=0.1", "rtvq"]
 #: the codecs of the 1.2B rows, and of every size's push rows
 SCALE_CODECS = ["lossless", "quant:bits=4"]
@@ -567,9 +566,7 @@ def parse_args() -> argparse.Namespace:
     if a.scale:
         a.codecs = ",".join(SCALE_CODECS)
     a.codecs = a.codecs.split(",")
-    name = "rebuild_scale" if a.scale else "rebuild"
-    # a harness check must not overwrite the committed tables: its results stay in the work folder
-    a.results = a.results or (a.work / f"{name}-quick" if a.quick else RESULTS / name)
+    a.results = a.results or bm.results_path("rebuild_scale" if a.scale else "rebuild", a.work, a.quick)
     return a
 
 
