@@ -56,6 +56,8 @@ def results_path(name: str, work: Path, quick: bool) -> Path:
     """Where a run writes ``<name>.md`` and ``.json``: the committed tables, or for a ``--quick`` harness check
     the work folder (a check must never overwrite the committed tables)."""
     return work / f"{name}-quick" if quick else RESULTS / name
+
+
 RECIPES = {
     "task_arithmetic": {"weight": 0.5},
     "ties": {"weight": 0.5, "density": 0.3},

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -66,6 +67,17 @@ SIZES = {  # hidden, layers, vocab (intermediate = 4 x hidden, as bench_merge's 
 
 
 # ---- the generated model ------------------------------------------------------------------------
+
+
+def model_sizes(cfg: dict) -> tuple[int, int, float]:
+    """(parameters, bytes of bf16 input, MiB of the largest tensor) of the generated model."""
+    sizes = [math.prod(s) for _, s in bm.llama_shapes(cfg)]
+    return sum(sizes), 2 * sum(sizes), 2 * max(sizes) / 2**20
+
+
+def push_cores() -> int:
+    """The cores a push's MB/s is divided by: its two workers, or fewer cores where the machine has fewer."""
+    return min(2, os.cpu_count() or 1)
 
 
 def write_model(out: Path, cfg: dict, seed: int | None) -> None:
@@ -411,7 +423,7 @@ def push_rows(a, work: Path, nbytes: int, largest_mib: float) -> list[dict]:
         wall = statistics.median(r["wall_s"] for r in runs)
         extra = statistics.median(r["peak_anon_mib"] - r["start_anon_mib"] for r in runs)
         rows.append({"codec": codec, "wall_s": wall, "mb_s": nbytes / wall / 1e6,
-                     "mb_s_per_core": nbytes / wall / 1e6 / min(2, os.cpu_count() or 1),
+                     "mb_s_per_core": nbytes / wall / 1e6 / push_cores(),
                      "peak_extra_anon_mib": extra, "largest_mib": largest_mib, "x_largest": extra / largest_mib,
                      "runs": runs})
         print(f"  push {codec}: {nbytes / wall / 1e6:.0f} MB/s, {extra / largest_mib:.1f}x largest", flush=True)
@@ -574,9 +586,7 @@ def main() -> None:
     a = parse_args()
     hidden, layers, vocab = SIZES[a.size]
     cfg = bm.llama_config(hidden, layers, vocab)
-    shapes = bm.llama_shapes(cfg)
-    params = sum(torch.Size(s).numel() for _, s in shapes)
-    nbytes, largest_mib = params * 2, max(torch.Size(s).numel() for _, s in shapes) * 2 / 2**20
+    params, nbytes, largest_mib = model_sizes(cfg)
     work = a.work / a.size
     work.mkdir(parents=True, exist_ok=True)
     before = machine.snapshot(settle=True)

@@ -21,7 +21,6 @@ on demand.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import pstats
 from pathlib import Path
@@ -47,10 +46,8 @@ def main() -> None:
     p.add_argument("--profile", type=Path, help="folder for one cProfile file per codec")
     a = p.parse_args()
     ft, home = prepare(a.work, a.size)
-    shapes = bm.llama_shapes(bm.llama_config(*br.SIZES[a.size]))
-    nbytes = sum(2 * math.prod(s) for _, s in shapes)
-    largest = max(2 * math.prod(s) for _, s in shapes) / 2**20
-    cores = min(2, os.cpu_count() or 1)
+    _, nbytes, largest = br.model_sizes(bm.llama_config(*br.SIZES[a.size]))
+    cores = br.push_cores()
     print(f"load {os.getloadavg()[0]:.2f}; input {nbytes / 2**20:.0f} MiB, largest tensor {largest:.0f} MiB")
     for codec in a.codec or CODECS:
         prof = ""
