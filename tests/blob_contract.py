@@ -77,6 +77,24 @@ class BlobStoreContract:
         with pytest.raises(CorruptBlobError, match=f"blob {digest} is corrupt"):
             store.get(digest)
 
+    def test_read_and_view_are_verified_like_get(self, store: BlobStore) -> None:
+        """The rebuild path's two reads: ``read`` (writable, may be kept) and ``view`` (only read, then dropped)."""
+        data = b"delta planes" * 300
+        digest = store.put(data)
+        assert bytes(store.read(digest)) == data and bytes(store.view(digest)) == data
+        empty = store.put(b"")
+        assert bytes(store.read(empty)) == b"" and bytes(store.view(empty)) == b""
+        missing = digest_bytes(b"never stored")
+        for read in (store.read, store.view):
+            with pytest.raises(NotFoundError, match=f"blob {missing} is missing"):
+                read(missing)
+        for read in (store.read, store.view):  # a blob not read before: no cached copy
+            precious = read.__name__.encode() * 100
+            digest = store.put(precious)
+            self.corrupt(store, digest, b"\x00" + precious[1:])
+            with pytest.raises(CorruptBlobError, match=f"blob {digest} is corrupt"):
+                read(digest)
+
     def test_malformed_digest_is_rejected(self, store: BlobStore) -> None:
         for bad in ["../../etc/passwd", "abc", "Z" * 64]:
             with pytest.raises(ValueError, match="not a blob digest"):

@@ -45,6 +45,8 @@ def test_read_is_verified_and_a_rewritten_blob_is_caught(tmp_path: Path) -> None
     with pytest.raises(CorruptBlobError, match=f"blob {digest} is corrupt"):
         store.read(digest)
     with pytest.raises(CorruptBlobError):
+        store.view(digest)
+    with pytest.raises(CorruptBlobError):
         store.get(digest)
 
 
@@ -68,5 +70,6 @@ def test_a_read_marks_an_old_blob_and_delete_drops_the_mark(tmp_path: Path) -> N
     assert bytes(store.read(digest)) == DATA and mark.is_file()
     read_buffer = store.read(digest)
     assert not read_buffer.readonly  # a decoder may wrap it as a tensor without a copy
+    assert store.view(digest).readonly  # a mapping of the blob file: decoders only read it
     store.delete(digest)
     assert not mark.exists() and list(store.iter_digests()) == []

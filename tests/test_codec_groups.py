@@ -13,6 +13,7 @@ from tvstore.codecs.rtvq import Candidate, allocate_bits, rtvq_allocate, rtvq_ca
 from tvstore.codecs.tall import tall_pack
 from tvstore.codecs.encoded import EncodedComponent
 from tvstore.tensors.components import Component, delta
+from tvstore.tensors.sources import blob_fetch
 
 
 def store(encoded: list[EncodedComponent], blobs: MemoryBlobStore) -> list[Component]:
@@ -31,7 +32,7 @@ def group(t: int = 4, shape: tuple[int, ...] = (24, 16), dtype: torch.dtype = to
 
 def decoded(packed: list[list[EncodedComponent]], like: torch.Tensor) -> list[torch.Tensor]:
     blobs = MemoryBlobStore()
-    return [delta(store(comps, blobs), tuple(like.shape), like.dtype, blobs.get) for comps in packed]
+    return [delta(store(comps, blobs), tuple(like.shape), like.dtype, blob_fetch(blobs, "test")) for comps in packed]
 
 
 def shared_payloads_identical(packed: list[list[EncodedComponent]], index: int = 0) -> bool:

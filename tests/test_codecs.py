@@ -114,6 +114,28 @@ def test_round_trip_is_deterministic_and_typed(codec: Codec, x: torch.Tensor) ->
         assert payload == ZERO_PAYLOAD
 
 
+@pytest.mark.parametrize("codec", [c for c in ALL if not c.keeps_payload], ids=format_codec_spec)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_codec_that_says_it_does_not_keep_its_payload_decodes_into_new_memory(codec: Codec, dtype: torch.dtype) -> None:
+    """Such payloads may be read-only mappings of blob files, dropped after decoding (``BlobStore.view``)."""
+    x = (torch.randn(64, 96, generator=torch.Generator().manual_seed(1)) * 1e-2).to(dtype)
+    payload = bytearray(codec.encode(x))
+    outputs = [codec.decode(payload, tuple(x.shape), dtype)]
+    if hasattr(codec, "decode_into"):
+        outputs.append(codec.decode_into(payload, torch.empty_like(x)))
+    if hasattr(codec, "xor_into"):
+        outputs.append(codec.xor_into(payload, torch.zeros_like(x)))
+    kept = [y.clone() for y in outputs]
+    payload[:] = bytes(len(payload))  # what the blob's memory holds once it is unmapped and reused
+    assert all(torch.equal(y.view(torch.uint8), k.view(torch.uint8)) for y, k in zip(outputs, kept))
+    assert torch.equal(codec.decode(memoryview(codec.encode(x)).toreadonly(), tuple(x.shape), dtype), kept[0])
+
+
+def test_only_codecs_that_decode_into_new_memory_are_handed_mapped_payloads() -> None:
+    assert {c.codec_id for c in ALL if not c.keeps_payload} == {"lossless", "quant"}
+    assert get_codec({"id": "raw"}).keeps_payload  # its decode wraps the payload as the tensor
+
+
 @SETTINGS
 @given(x=tensors())
 def test_lossless_is_bit_exact(x: torch.Tensor) -> None:

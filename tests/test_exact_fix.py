@@ -12,7 +12,7 @@ from tvstore.blobs.base import digest_bytes
 from tvstore.codecs.encoded import ADD, FIX
 from tvstore.codecs.lossless import Lossless
 from tvstore.codecs.masks import encode_mask
-from tvstore.tensors.components import Component, rebuild
+from tvstore.tensors.components import Component, mapping_fetch, rebuild
 from tvstore.tensors.encode import exactness_fix
 
 
@@ -42,9 +42,9 @@ def test_raw_fix_holds_only_the_missed_entries_and_rebuilds_bit_exact() -> None:
     blobs: dict[str, bytes] = {}
     comps = [Component(Lossless().get_config(), stored(blobs, Lossless().encode(tau))),
              Component(fix.codec, stored(blobs, fix.payload), mask_blob=stored(blobs, fix.mask), kind=FIX)]
-    assert torch.equal(bits(rebuild(base, comps, blobs.__getitem__)), bits(target))
+    assert torch.equal(bits(rebuild(base, comps, mapping_fetch(blobs))), bits(target))
     own = base.clone()
-    assert torch.equal(bits(rebuild(own, comps, blobs.__getitem__, in_place=True)), bits(target))
+    assert torch.equal(bits(rebuild(own, comps, mapping_fetch(blobs), in_place=True)), bits(target))
     assert torch.equal(bits(own), bits(target))  # in place: the caller's buffer is the result
 
 
@@ -57,7 +57,7 @@ def test_dense_fix_of_older_pushes_still_rebuilds_bit_exact() -> None:
     comps = [Component(Lossless().get_config(), stored(blobs, Lossless().encode(tau)), kind=ADD),
              Component(Lossless().get_config(), stored(blobs, Lossless().encode(dense)),
                        mask_blob=stored(blobs, encode_mask(missed)), kind=FIX)]
-    assert torch.equal(bits(rebuild(base, comps, blobs.__getitem__)), bits(target))
+    assert torch.equal(bits(rebuild(base, comps, mapping_fetch(blobs))), bits(target))
 
 
 def test_no_fix_when_the_sum_is_already_exact() -> None:

@@ -21,7 +21,7 @@ from tvstore import Registry
 from tvstore.codecs import framing, planes
 from tvstore.codecs.encoded import XOR
 from tvstore.codecs.lossless import Lossless
-from tvstore.tensors.components import Component, delta, rebuild
+from tvstore.tensors.components import Component, delta, mapping_fetch, rebuild
 from tvstore.tensors.encode import encode_delta
 
 AWKWARD = [0.0, -0.0, 1e-40, -1e-40, 3.0, -3.0, 65000.0, 1e-3]
@@ -55,9 +55,9 @@ def test_encoded_xor_rebuilds_exactly_and_its_tau_is_the_stored_dtype_delta(dtyp
         assert enc.stats.rel_l2 == 0.0
         payloads = {str(i): c.payload for i, c in enumerate(enc.components)}
         comps = [Component(c.codec, str(i), kind=c.kind) for i, c in enumerate(enc.components)]
-        theta = rebuild(base[name].clone(), comps, payloads.__getitem__)
+        theta = rebuild(base[name].clone(), comps, mapping_fetch(payloads))
         assert torch.equal(bits(theta), bits(ft[name]))
-        tau = delta(comps, tuple(base[name].shape), dtype, payloads.__getitem__, base=lambda: base[name])
+        tau = delta(comps, tuple(base[name].shape), dtype, mapping_fetch(payloads), base=lambda: base[name])
         assert torch.equal(bits(tau), bits(ft[name] - base[name]))
 
 
@@ -66,7 +66,7 @@ def test_an_xor_tau_without_the_base_is_an_internal_error() -> None:
     enc = encode_delta("w", ft["w"] - base["w"], Lossless(), exact_target=(ft["w"], base["w"]))
     comp = Component(enc.components[0].codec, "p", kind=XOR)
     with pytest.raises(Exception, match="an xor component's tau needs the base tensor"):
-        delta([comp], (96, 40), torch.bfloat16, {"p": enc.components[0].payload}.__getitem__)
+        delta([comp], (96, 40), torch.bfloat16, mapping_fetch({"p": enc.components[0].payload}))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)

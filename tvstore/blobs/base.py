@@ -97,6 +97,12 @@ class BlobStore(ABC):
         of on every read. :meth:`get` always re-hashes (``verify`` uses it)."""
         return self.get(digest)
 
+    def view(self, digest: str) -> bytes | memoryview:
+        """:meth:`read`'s bytes for a reader that only reads them and does not keep them (it decodes
+        them into new memory): a local folder maps the blob file read-only instead of copying it out.
+        Writing through the result, or keeping a view of it in a decoded tensor, is a bug."""
+        return self.read(digest)
+
     def put_many(self, datas: Iterable[bytes]) -> list[str]:
         """Store several blobs and return their digests in order.
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tvstore.blobs.base import BlobStore, digest_bytes, fanout_path, verified
-from tvstore.blobs.marks import VerifiedMarks, read_file
+from tvstore.blobs.marks import VerifiedMarks, map_file, read_file
 from tvstore.util.atomic import write_atomic
 
 
@@ -41,8 +41,15 @@ class LocalBlobStore(BlobStore):
 
     def read(self, digest: str) -> memoryview:
         """Verified bytes in a writable buffer; hashed only if this file was not verified before."""
+        return self._verified_once(digest, read_file)
+
+    def view(self, digest: str) -> memoryview:
+        """Verified bytes as a read-only mapping of the blob file (no copy); hashed as :meth:`read` hashes."""
+        return self._verified_once(digest, map_file)
+
+    def _verified_once(self, digest: str, load) -> memoryview:
         try:
-            data, st = read_file(self.path(digest))
+            data, st = load(self.path(digest))
         except FileNotFoundError:
             raise self._missing(digest) from None
         if not self.marks.has(digest, st):

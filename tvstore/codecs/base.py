@@ -45,6 +45,10 @@ class Codec(ABC):
 
     codec_id: ClassVar[str]
     exact: ClassVar[bool] = False
+    #: decode may return a tensor over the payload's own memory (``raw`` does, to save a copy); a codec
+    #: that always decodes into new memory says ``False``, so a rebuild may pass it a read-only mapping
+    #: of the blob file instead of a copy (:meth:`tvstore.blobs.base.BlobStore.view`)
+    keeps_payload: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         """Check every declared range, then the codec's own rules (:meth:`validate`)."""

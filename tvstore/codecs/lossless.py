@@ -41,6 +41,7 @@ class Lossless(Codec):
 
     codec_id = "lossless"
     exact = True
+    keeps_payload = False
     level: int = param(1, Bounds(int, 1, 22))
 
     def encode(self, tensor: torch.Tensor) -> bytes:

@@ -235,6 +235,7 @@ class Quant(Codec):
     """``bits`` in 1..8 (TVQ uses 8/4/3/2); ``granularity`` tensor|channel|group; ``clip`` minmax|mse."""
 
     codec_id = "quant"
+    keeps_payload = False
     bits: int = param(4, Bounds(int, 1, 8))
     granularity: str = "tensor"
     group_size: int = param(128, POSITIVE_INT)

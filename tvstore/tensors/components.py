@@ -23,9 +23,9 @@ enter task arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -37,7 +37,19 @@ from tvstore.codecs.planes import as_uint, int_view
 from tvstore.errors import TvstoreError
 
 
-Fetch = Callable[[str], bytes]
+class Fetch(Protocol):
+    """A blob's verified bytes by digest.
+
+    ``transient``: the caller only reads the bytes and drops them before it
+    returns (the codec decodes them into new memory, or they are a mask), so
+    they may be a read-only mapping of the blob file (``BlobStore.view``)
+    rather than a copy. Otherwise they are writable and the caller may keep
+    them (``raw`` wraps them as the decoded tensor).
+    """
+
+    def __call__(self, digest: str, *, transient: bool = False) -> bytes | memoryview: ...
+
+
 BaseFetch = Callable[[], torch.Tensor]  # the base's tensor, read only if a component needs it
 
 
@@ -54,14 +66,21 @@ class Component:
     def decode(self, shape: tuple[int, ...], dtype: torch.dtype, fetch: Fetch) -> torch.Tensor:
         """The component's term; for ``xor``, the bit pattern as integers of ``dtype``'s width."""
         if self.kind == XOR:
-            return get_codec(self.codec).decode(fetch(self.blob), shape, int_view(dtype))
-        value = get_codec(self.codec).decode(fetch(self.blob), shape, dtype)
+            return decode_blob(self.codec, self.blob, shape, int_view(dtype), fetch)
+        value = decode_blob(self.codec, self.blob, shape, dtype, fetch)
         if self.kind == ADD:
             if self.mask_blob is not None:
-                value = torch.where(decode_mask(fetch(self.mask_blob), shape), value, torch.zeros((), dtype=dtype))
+                value = torch.where(_mask(fetch, self.mask_blob, shape), value, torch.zeros((), dtype=dtype))
             if self.scale != 1.0:
                 value = value * self.scale
         return value
+
+
+def decode_blob(codec_config: dict[str, Any], digest: str, shape: tuple[int, ...], dtype: torch.dtype,
+                fetch: Fetch) -> torch.Tensor:
+    """One blob decoded by its codec; its bytes are mapped, not copied, when the codec only reads them."""
+    codec = get_codec(codec_config)
+    return codec.decode(fetch(digest, transient=not codec.keeps_payload), shape, dtype)
 
 
 def delta(components: Sequence[Component], shape: tuple[int, ...], dtype: torch.dtype, fetch: Fetch,
@@ -94,7 +113,7 @@ def _delta_into(adds: Sequence[Component], shape: tuple[int, ...], dtype: torch.
     direct = (out.dtype == dtype and out.is_contiguous() and first.mask_blob is None and first.scale == 1.0
               and hasattr(codec, "decode_into"))
     if direct:
-        codec.decode_into(fetch(first.blob), out)
+        codec.decode_into(fetch(first.blob, transient=True), out)
     else:
         out.copy_(first.decode(shape, dtype, fetch))
     if rest:  # summed in the stored dtype first, as delta() does, then converted once
@@ -133,7 +152,7 @@ def rebuild(base: torch.Tensor, components: Sequence[Component], fetch: Fetch, i
     for comp in components:
         if comp.kind == FIX:
             assert comp.mask_blob is not None, "a fix component always carries its mask"
-            _apply_fix(out, decode_mask(fetch(comp.mask_blob), shape), comp, fetch)
+            _apply_fix(out, _mask(fetch, comp.mask_blob, shape), comp, fetch)
     for comp in components:
         if comp.kind == XOR:
             _apply_xor(out, comp, fetch)
@@ -144,9 +163,14 @@ def _apply_xor(out: torch.Tensor, comp: Component, fetch: Fetch) -> None:
     """``out ^= x`` in place; a codec that can XORs its planes straight into ``out`` (no decoded copy)."""
     codec = get_codec(comp.codec)
     if hasattr(codec, "xor_into"):
-        codec.xor_into(fetch(comp.blob), out)
+        codec.xor_into(fetch(comp.blob, transient=True), out)
     else:
         out.view(int_view(out.dtype)).bitwise_xor_(comp.decode(tuple(out.shape), out.dtype, fetch))
+
+
+def _mask(fetch: Fetch, digest: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """A mask component's boolean tensor (decoded into new memory: its bytes are only read)."""
+    return decode_mask(fetch(digest, transient=True), shape)
 
 
 def _apply_fix(out: torch.Tensor, where: torch.Tensor, fix: Component, fetch: Fetch) -> None:
@@ -178,4 +202,12 @@ def delta_of_encoded(encoded: Sequence[EncodedComponent], shape: tuple[int, ...]
         Component(e.codec, keep(e.payload), e.scale, keep(e.mask) if e.mask is not None else None, e.kind)
         for e in encoded
     ]
-    return delta(comps, shape, dtype, payloads.__getitem__)
+    return delta(comps, shape, dtype, mapping_fetch(payloads))
+
+
+def mapping_fetch(payloads: Mapping[str, bytes]) -> Fetch:
+    """A :class:`Fetch` over payloads held in memory, by digest."""
+    def fetch(digest: str, *, transient: bool = False) -> bytes:
+        return payloads[digest]
+
+    return fetch

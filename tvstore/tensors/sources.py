@@ -13,17 +13,17 @@ import torch
 from tvstore.blobs import BlobStore
 from tvstore.checkpoint.dtypes import dtype_from_name
 from tvstore.checkpoint.reader import TensorInfo
-from tvstore.codecs import get_codec
-from tvstore.tensors.components import Component, delta, rebuild
+from tvstore.tensors.components import Component, Fetch, decode_blob, delta, rebuild
 from tvstore.db.models import BaseModel, BaseTensor, ComponentRow, TaskVector, VectorTensor
 from tvstore.tensors.encode import ABSENT, EXTRA
 from tvstore.errors import CorruptBlobError, NotFoundError
 
 
-def _fetcher(blobs: BlobStore, context: str):
-    def fetch(digest: str) -> bytes | memoryview:
+def blob_fetch(blobs: BlobStore, context: str) -> Fetch:
+    """A :class:`Fetch` from ``blobs`` whose errors name ``context`` (which tensor of which base or vector)."""
+    def fetch(digest: str, *, transient: bool = False) -> bytes | memoryview:
         try:
-            return blobs.read(digest)
+            return blobs.view(digest) if transient else blobs.read(digest)
         except CorruptBlobError as exc:
             raise CorruptBlobError(digest, str(exc).split(": ", 1)[-1], context) from None
         except NotFoundError:
@@ -68,9 +68,9 @@ class BaseSource(_Rows):
 
     def get(self, name: str) -> torch.Tensor:
         row = self._rows[name]
-        fetch = _fetcher(self.blobs, f"base {self.base.name!r}, tensor {name!r}")
+        fetch = blob_fetch(self.blobs, f"base {self.base.name!r}, tensor {name!r}")
         info = tensor_info(row)
-        return get_codec(row.codec).decode(fetch(row.blob_digest), info.shape, info.dtype)
+        return decode_blob(row.codec, row.blob_digest, info.shape, info.dtype, fetch)
 
 
 class VectorSource(_Rows, Mapping[str, torch.Tensor]):
@@ -106,8 +106,8 @@ class VectorSource(_Rows, Mapping[str, torch.Tensor]):
     def components(self, name: str) -> list[Component]:
         return [to_component(c) for c in self._rows[name].components]
 
-    def fetch(self, name: str):
-        return _fetcher(self.blobs, f"vector {self.label}, tensor {name!r}")
+    def fetch(self, name: str) -> Fetch:
+        return blob_fetch(self.blobs, f"vector {self.label}, tensor {name!r}")
 
     def get(self, name: str) -> torch.Tensor:
         info = self.info(name)
