@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-scale eval clean
+.PHONY: demo test bench bench-scale bench-ab eval clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3.x)"; exit 2; }
@@ -41,6 +41,15 @@ bench: $(STAMP)
 # The 1.2B-parameter rows, medians of 3 (~20 GB under BENCH_WORK: two checkpoints and two registries).
 bench-scale: $(STAMP)
 	cd benchmarks && $(BENCH_PY) bench_rebuild.py --work $(BENCH_WORK)/rebuild --scale
+	$(BENCH_PY) benchmarks/update_readme.py
+
+# A read-path change against the commit BEFORE it: the rebuild into memory of both, alternated in one run
+# (168M, then 1.2B; models and registries shared with bench_rebuild), since two runs of `make bench` differ by
+# more than such a change (benchmarks/ab_rebuild.py).
+bench-ab: $(STAMP)
+	@test -n "$(BEFORE)" || { echo "usage: make bench-ab BEFORE=<commit>"; exit 2; }
+	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/rebuild --before $(BEFORE)
+	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/rebuild --before $(BEFORE) --scale
 	$(BENCH_PY) benchmarks/update_readme.py
 
 # The accuracy evaluation (benchmarks/eval/harness.py): MiniLM and MPNet x 3 seeds x 3 tasks, fine-tunes

@@ -1,0 +1,139 @@
+"""Before and after: the rebuild into memory of one tvstore commit against another, alternated in one run.
+
+A change to the read path moves a rebuild by less than two runs of ``make bench``
+differ on a shared machine (load, page cache, how fragmented free memory is), so
+a speed-up is judged side by side instead: the commit ``--before`` is checked
+out into a git worktree under ``--work``, and each measured child imports
+tvstore from that tree or from this checkout (``PYTHONPATH``) while running
+this checkout's measuring child (``bench_rebuild.child_rebuild``), so tvstore is
+the only difference. The children alternate, before then after, ``--repeat``
+times; the table gives medians, the after/before ratio of each and the spread
+of the runs. The registries are made by this checkout, so ``--before`` must
+read them (the same database schema).
+
+Results: ``benchmarks/results/ab_rebuild.{md,json}`` (``--scale``: ``ab_rebuild_scale``).
+
+    python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b            # 168M, ~2 min
+    python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b --scale    # 1.2B, ~5 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import bench_merge as bm  # noqa: E402  (this folder is on sys.path when run as a script)
+import bench_rebuild as br  # noqa: E402
+import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+#: (codec, rebuild threads) per size: the rows bench_rebuild reports for a rebuild into memory
+ROWS = {"168M": [("lossless", 1), ("lossless", 2), ("quant:bits=4", 2)],
+        "1.2B": [("lossless", 2), ("quant:bits=4", 2)]}
+MEASURES = ("wall_s", "cpu_user_s", "cpu_sys_s", "peak_anon_mib")
+
+
+def checkout(rev: str, work: Path) -> tuple[Path, str]:
+    """A detached worktree of ``rev`` under ``work`` (made once per commit) and the commit's short hash."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    tree = work / f"tvstore-{commit}"
+    if not (tree / "tvstore").is_dir():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach", str(tree), commit],
+                       check=True, capture_output=True)
+    return tree, commit
+
+
+def measured(tree: Path, home: Path, codec: str, workers: int) -> dict:
+    """One rebuild child importing tvstore from ``tree``."""
+    env_before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(tree)
+    try:
+        return br.child("rebuild", str(home), br.vector_ref(codec), str(workers))
+    finally:
+        if env_before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = env_before
+
+
+def row(trees: dict[str, Path], home: Path, codec: str, workers: int, repeat: int) -> dict:
+    runs: dict[str, list[dict]] = {side: [] for side in trees}
+    for _ in range(repeat):
+        for side, tree in trees.items():
+            runs[side].append(measured(tree, home, codec, workers))
+    out = {"codec": codec, "workers": workers, "runs": runs}
+    for side in trees:
+        for key in MEASURES:
+            out[f"{side}_{key}"] = statistics.median(r[key] - (r.get("start_anon_mib", 0.0) if key == "peak_anon_mib"
+                                                              else 0.0) for r in runs[side])
+        walls = [r["wall_s"] for r in runs[side]]
+        out[f"{side}_wall_range"] = [min(walls), max(walls)]
+    for key in MEASURES:
+        out[f"ratio_{key}"] = out[f"after_{key}"] / out[f"before_{key}"]
+    print(f"  {codec} x{workers}: before {out['before_wall_s']:.2f}s after {out['after_wall_s']:.2f}s", flush=True)
+    return out
+
+
+def report(res: dict) -> str:
+    lines = [f"# Rebuild into memory, before and after ({res['model']})", "",
+             machine.describe(res["machine"]), "", f"Command: `{res['command']}`", "",
+             f"Before: tvstore at {res['before']}; after: tvstore at {res['after']}. Each row alternates a before "
+             f"and an after child {res['repeat']} times (`Registry.rebuild`, every tensor read by a one-thread "
+             "consumer, bench_rebuild's child); medians, with the range of the wall times.", "",
+             "| codec | threads | before s | after s | after / before | before range s | after range s "
+             "| CPU user s before / after | CPU sys s before / after | peak memory above start MiB before / after |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['codec']} | {r['workers']} | {r['before_wall_s']:.2f} | {r['after_wall_s']:.2f} "
+            f"| {r['ratio_wall_s']:.2f}x | {r['before_wall_range'][0]:.2f}-{r['before_wall_range'][1]:.2f} "
+            f"| {r['after_wall_range'][0]:.2f}-{r['after_wall_range'][1]:.2f} "
+            f"| {r['before_cpu_user_s']:.2f} / {r['after_cpu_user_s']:.2f} "
+            f"| {r['before_cpu_sys_s']:.2f} / {r['after_cpu_sys_s']:.2f} "
+            f"| {r['before_peak_anon_mib']:.0f} / {r['after_peak_anon_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True, help="models, registries and the --before worktree")
+    ap.add_argument("--before", required=True, help="the commit to compare this checkout with")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--scale", action="store_true", help="the 1.2B-parameter model")
+    a = ap.parse_args()
+    a.size = "1.2B" if a.scale else "168M"
+    return a
+
+
+def main() -> None:
+    a = parse_args()
+    cfg = bm.llama_config(*br.SIZES[a.size])
+    params, nbytes, largest_mib = br.model_sizes(cfg)
+    work = a.work / a.size
+    work.mkdir(parents=True, exist_ok=True)
+    before_tree, before = checkout(a.before, a.work)
+    before_state = machine.snapshot(settle=True)
+    codecs = sorted({codec for codec, _ in ROWS[a.size]})
+    homes = br.prepare(work, cfg, codecs, reuse=True)
+    trees = {"before": before_tree, "after": ROOT}
+    rows = [row(trees, homes[codec], codec, workers, a.repeat) for codec, workers in ROWS[a.size]]
+    res = {"model": f"{params / 1e6:.1f}M parameters, bf16, {nbytes / 2**20:.0f} MiB per checkpoint, "
+                    f"largest tensor {largest_mib:.0f} MiB",
+           "before": before, "after": before_state["commit"],
+           "repeat": a.repeat, "command": "python " + " ".join(sys.argv), "rows": rows,
+           "machine": machine.finish(before_state)}
+    text = report(res)
+    print(text)
+    path = bm.results_path("ab_rebuild_scale" if a.scale else "ab_rebuild", a.work, quick=False)
+    path.with_suffix(".md").write_text(text)
+    path.with_suffix(".json").write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
