@@ -128,10 +128,15 @@ def scale_paragraph(s: dict, small: dict | None) -> str:
 
 def ab_paragraph(ab: dict, scale: dict | None) -> str:
     """The last read-path change, measured against the commit before it in one alternated run."""
+    def apart(r: dict) -> str:
+        """Whether the two sides' wall times ranked apart: a ratio inside overlapping ranges ranks nothing."""
+        (b_lo, b_hi), (a_lo, a_hi) = r["before_wall_range"], r["after_wall_range"]
+        return "runs apart" if a_hi < b_lo or b_hi < a_lo else "runs overlap"
+
     def rows(res: dict) -> str:
         return ", ".join(f"{r['codec']} on {r['workers']} thread{'s' if r['workers'] > 1 else ''} "
-                         f"{r['before_wall_s']:.2f} -> {r['after_wall_s']:.2f} s ({r['ratio_wall_s']:.2f}x; CPU sys "
-                         f"{r['before_cpu_sys_s']:.2f} -> {r['after_cpu_sys_s']:.2f} s, peak memory "
+                         f"{r['before_wall_s']:.2f} -> {r['after_wall_s']:.2f} s ({r['ratio_wall_s']:.2f}x, {apart(r)}; "
+                         f"CPU sys {r['before_cpu_sys_s']:.2f} -> {r['after_cpu_sys_s']:.2f} s, peak memory "
                          f"{r['before_peak_anon_mib']:.0f} -> {r['after_peak_anon_mib']:.0f} MiB)" for r in res["rows"])
 
     text = (f"**Before and after** (`make bench-ab BEFORE={ab['before']}`: `benchmarks/ab_rebuild.py`, the rebuild "
