@@ -51,15 +51,8 @@ def checkout(rev: str, work: Path) -> tuple[Path, str]:
 
 def measured(tree: Path, home: Path, codec: str, workers: int) -> dict:
     """One rebuild child importing tvstore from ``tree``."""
-    env_before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(tree)
-    try:
-        return br.child("rebuild", str(home), br.vector_ref(codec), str(workers))
-    finally:
-        if env_before is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = env_before
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return br.child("rebuild", str(home), br.vector_ref(codec), str(workers), env=env)
 
 
 def row(trees: dict[str, Path], home: Path, codec: str, workers: int, repeat: int) -> dict:
@@ -67,11 +60,13 @@ def row(trees: dict[str, Path], home: Path, codec: str, workers: int, repeat: in
     for _ in range(repeat):
         for side, tree in trees.items():
             runs[side].append(measured(tree, home, codec, workers))
+    for side_runs in runs.values():
+        for r in side_runs:  # peak memory above the child's start, as bench_rebuild reports it
+            r["peak_anon_mib"] -= r.get("start_anon_mib", 0.0)
     out = {"codec": codec, "workers": workers, "runs": runs}
     for side in trees:
         for key in MEASURES:
-            out[f"{side}_{key}"] = statistics.median(r[key] - (r.get("start_anon_mib", 0.0) if key == "peak_anon_mib"
-                                                              else 0.0) for r in runs[side])
+            out[f"{side}_{key}"] = statistics.median(r[key] for r in runs[side])
         walls = [r["wall_s"] for r in runs[side]]
         out[f"{side}_wall_range"] = [min(walls), max(walls)]
     for key in MEASURES:

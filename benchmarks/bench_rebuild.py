@@ -312,11 +312,11 @@ CHILDREN = {"pull": child_pull, "copytree": child_copytree, "rebuild": child_reb
             "push": child_push, "profile": child_profile}
 
 
-def child(*args: str, out: Path | None = None) -> dict:
+def child(*args: str, out: Path | None = None, env: dict[str, str] | None = None) -> dict:
     """One measured child; ``out`` is cleared before and after. Returns its last JSON line (+ earlier ones)."""
     result: dict = {}
     os.sync()  # see timed()
-    for line in bm.common.run_child(__file__, *args, out=out):
+    for line in bm.common.run_child(__file__, *args, out=out, env=env):
         if line.startswith("{"):
             result.update(json.loads(line))
     return result

@@ -37,12 +37,14 @@ def private_schema(prefix: str = "bench") -> Iterator[str]:
         pg_schema(schema, create=False)
 
 
-def run_child(script: str, *args: str, out: Path | None = None) -> list[str]:
+def run_child(script: str, *args: str, out: Path | None = None, env: dict[str, str] | None = None) -> list[str]:
     """Run ``script _child ARGS`` as a fresh process (a measurement never shares a process with another);
-    ``out``, its output directory, is cleared before and after. Returns its stdout lines."""
+    ``out``, its output directory, is cleared before and after; ``env`` replaces the environment.
+    Returns its stdout lines."""
     if out is not None:
         shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.run([sys.executable, script, "_child", *args], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, script, "_child", *args], capture_output=True, text=True, check=False,
+                          env=env)
     if out is not None:
         shutil.rmtree(out, ignore_errors=True)
     if proc.returncode != 0:
