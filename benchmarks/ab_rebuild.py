@@ -56,6 +56,8 @@ def measured(tree: Path, home: Path, codec: str, workers: int) -> dict:
 
 
 def row(trees: dict[str, Path], home: Path, codec: str, workers: int, repeat: int) -> dict:
+    for tree in trees.values():  # a warm-up child per side, not counted: the row's first child pays for a cold start
+        measured(tree, home, codec, workers)
     runs: dict[str, list[dict]] = {side: [] for side in trees}
     for _ in range(repeat):
         for side, tree in trees.items():
@@ -78,8 +80,8 @@ def row(trees: dict[str, Path], home: Path, codec: str, workers: int, repeat: in
 def report(res: dict) -> str:
     lines = [f"# Rebuild into memory, before and after ({res['model']})", "",
              machine.describe(res["machine"]), "", f"Command: `{res['command']}`", "",
-             f"Before: tvstore at {res['before']}; after: tvstore at {res['after']}. Each row alternates a before "
-             f"and an after child {res['repeat']} times (`Registry.rebuild`, every tensor read by a one-thread "
+             f"Before: tvstore at {res['before']}; after: tvstore at {res['after']}. Each row runs one uncounted "
+             f"warm-up child per side, then alternates a before and an after child {res['repeat']} times (`Registry.rebuild`, every tensor read by a one-thread "
              "consumer, bench_rebuild's child); medians, with the range of the wall times.", "",
              "| codec | threads | before s | after s | after / before | before range s | after range s "
              "| CPU user s before / after | CPU sys s before / after | peak memory above start MiB before / after |",

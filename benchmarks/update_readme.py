@@ -140,8 +140,8 @@ def ab_paragraph(ab: dict, scale: dict | None) -> str:
                          f"{r['before_peak_anon_mib']:.0f} -> {r['after_peak_anon_mib']:.0f} MiB)" for r in res["rows"])
 
     text = (f"**Before and after** (`make bench-ab BEFORE={ab['before']}`: `benchmarks/ab_rebuild.py`, the rebuild "
-            f"into memory of tvstore at {ab['before']} and at {ab['after']}, alternated {ab['repeat']} times in one run, "
-            f"medians; {load_text(ab['machine'])}): {ab['model']}: {rows(ab)}")
+            f"into memory of tvstore at {ab['before']} and at {ab['after']}, after a warm-up child each, alternated "
+            f"{ab['repeat']} times in one run, medians; {load_text(ab['machine'])}): {ab['model']}: {rows(ab)}")
     if scale is not None and (scale["before"], scale["after"]) == (ab["before"], ab["after"]):
         text += f"; {scale['model']}: {rows(scale)}"
     elif scale is not None:
