@@ -32,9 +32,6 @@ import bench_rebuild as br  # noqa: E402
 import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-#: (codec, rebuild threads) per size: the rows bench_rebuild reports for a rebuild into memory
-ROWS = {"168M": [("lossless", 1), ("lossless", 2), ("quant:bits=4", 2)],
-        "1.2B": [("lossless", 2), ("quant:bits=4", 2)]}
 MEASURES = ("wall_s", "cpu_user_s", "cpu_sys_s", "peak_anon_mib")
 
 
@@ -116,10 +113,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     before_tree, before = checkout(a.before, a.work)
     before_state = machine.snapshot(settle=True)
-    codecs = sorted({codec for codec, _ in ROWS[a.size]})
-    homes = br.prepare(work, cfg, codecs, reuse=True)
+    homes = br.prepare(work, cfg, br.SCALE_CODECS, reuse=True)  # bench_rebuild's in-memory rows, for these codecs
     trees = {"before": before_tree, "after": ROOT}
-    rows = [row(trees, homes[codec], codec, workers, a.repeat) for codec, workers in ROWS[a.size]]
+    rows = [row(trees, homes[codec], codec, workers, a.repeat)
+            for codec in br.SCALE_CODECS for workers in br.rebuild_threads(codec, a.scale)]
     res = {"model": f"{params / 1e6:.1f}M parameters, bf16, {nbytes / 2**20:.0f} MiB per checkpoint, "
                     f"largest tensor {largest_mib:.0f} MiB",
            "before": before, "after": before_state["commit"],

@@ -380,12 +380,17 @@ def pull_rows(a, work: Path, homes: dict[str, Path]) -> list[dict]:
     return rows
 
 
+def rebuild_threads(codec: str, scale: bool) -> tuple[int, ...]:
+    """The rebuild threads a codec's in-memory rows use: 1 and 2 for lossless at 168M, else 2."""
+    return (1, 2) if codec == "lossless" and not scale else (2,)
+
+
 def rebuild_rows(a, work: Path, homes: dict[str, Path], nbytes: int, largest_mib: float) -> list[dict]:
     ckpt = work / "models" / "ft0"
     rows = []
     for codec in a.codecs:
         home, ref = homes[codec], vector_ref(codec)
-        for workers in (1, 2) if codec == "lossless" and not a.scale else (2,):
+        for workers in rebuild_threads(codec, a.scale):
             runs: dict[str, list[dict]] = {"ref": [], "tv": []}
             r = pair(lambda: (runs["ref"].append(child("load", str(ckpt))) or runs["ref"][-1]["wall_s"]),
                      lambda: (runs["tv"].append(child("rebuild", str(home), ref, str(workers))) or runs["tv"][-1]["wall_s"]),
