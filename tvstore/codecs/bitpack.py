@@ -23,6 +23,7 @@ import zstandard
 ZERO_PAYLOAD = b"\x00"
 
 _WORD = {1: np.uint8, 2: np.uint16, 3: np.uint32, 4: np.uint32}
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}  # a table entry of this many bytes
 
 
 def _zc(data: bytes, level: int = 3) -> bytes:
@@ -117,6 +118,16 @@ def unpack_bits(data: bytes | np.ndarray, bits: int, n: int) -> np.ndarray:
 LOOKUP_STEP = 1 << 15
 
 
+def take_into(table: np.ndarray, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[:] = table[indices]`` for indices known to be in range (codes index tables of all their values).
+
+    ``mode="clip"``: under numpy's default ``mode="raise"`` an ``out`` is always
+    buffered, a second pass over it that made every 4-bit lookup about twice as
+    slow (numpy's ``take`` documents it). In-range indices read the same entries either way.
+    """
+    return np.take(table, indices, out=out, mode="clip")
+
+
 def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> np.ndarray:
     """``values[unpack_bits(data, bits, n)]`` for any ``bits`` in 1..8, in cache-sized steps.
 
@@ -137,12 +148,12 @@ def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> n
         return _lookup_unpacked(raw, bits, n, values)
     per = 8 // bits
     codes = (np.arange(256)[:, None] >> (bits * np.arange(per - 1, -1, -1))) & ((1 << bits) - 1)  # first code first
-    entry = np.dtype(f"V{per * values.itemsize}")
+    entry = np.dtype(_UINT.get(per * values.itemsize, f"V{per * values.itemsize}"))  # uints move ~10% faster
     table = np.ascontiguousarray(values[codes]).view(entry).reshape(256)
     out = np.empty(size, dtype=entry)
     for start in range(0, size, LOOKUP_STEP):
         stop = min(size, start + LOOKUP_STEP)
-        np.take(table, raw[start:stop], out=out[start:stop])
+        take_into(table, raw[start:stop], out[start:stop])
     return out.view(values.dtype)[:n]
 
 
@@ -154,7 +165,7 @@ def _lookup_unpacked(raw: np.ndarray, bits: int, n: int, values: np.ndarray) -> 
         count = min(step, n - start)
         first = start * bits // 8
         codes = unpack_bits(raw[first : first + packed_size(count, bits)], bits, count)
-        np.take(values, codes, out=out[start : start + count])
+        take_into(values, codes, out[start : start + count])
     return out
 
 

@@ -125,7 +125,7 @@ def _top_codes(plane: np.ndarray) -> list[bytes | np.ndarray] | None:
     for start in range(0, whole, bitpack.LOOKUP_STEP):
         stop = min(start + bitpack.LOOKUP_STEP, whole)
         codes = packed[start:stop]
-        np.take(pair_code, pairs[start:stop], out=codes)
+        bitpack.take_into(pair_code, pairs[start:stop], codes)
         low = np.left_shift(codes, 4, out=shifted[: codes.size])  # the second code in the high nibble
         found += [np.flatnonzero(codes >= 0xF0) * 2 + 2 * start, np.flatnonzero(low >= 0xF0) * 2 + 2 * start + 1]
     escapes = np.sort(np.concatenate(found))
