@@ -71,6 +71,9 @@ def test_lookup_is_the_table_indexed_by_the_unpacked_codes(case: tuple[int, list
     packed = bitpack.pack_bits(np.array(codes, dtype=np.uint8), bits)
     got = bitpack.lookup(packed, bits, len(codes), values)
     assert got.dtype == values.dtype and got.tolist() == [values[c] for c in codes]
+    out = np.full(len(codes), 99, dtype=dtype)  # a caller's buffer: every entry overwritten, the tail too
+    assert bitpack.lookup(packed, bits, len(codes), values, out=out) is out
+    assert out.tolist() == [values[c] for c in codes]
 
 
 @pytest.mark.parametrize("bits", [3, 4, 5])  # the whole-byte and the unpacking paths, over several steps
@@ -88,6 +91,12 @@ def test_lookup_refuses_bad_widths_and_short_data() -> None:
         bitpack.lookup(b"\x00" * 8, 4, 8, np.zeros(8))
     with pytest.raises(ValueError, match="packed data holds 1 bytes, 5 codes of 4 bits need 3"):
         bitpack.lookup(b"\x00", 4, 5, np.zeros(16))
+    with pytest.raises(ValueError, match=r"lookup needs a contiguous output of 8 float64 entries, got \(7,\) float64"):
+        bitpack.lookup(b"\x00" * 4, 4, 8, np.zeros(16), out=np.zeros(7))
+    with pytest.raises(ValueError, match=r"lookup needs a contiguous output of 8 float64 entries, got \(8,\) float32"):
+        bitpack.lookup(b"\x00" * 4, 4, 8, np.zeros(16), out=np.zeros(8, dtype=np.float32))
+    with pytest.raises(ValueError, match="lookup needs a contiguous output"):
+        bitpack.lookup(b"\x00" * 4, 4, 8, np.zeros(16), out=np.zeros(16)[::2])
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(0, 2**64 - 1), max_size=40))

@@ -114,6 +114,18 @@ def test_round_trip_is_deterministic_and_typed(codec: Codec, x: torch.Tensor) ->
         assert payload == ZERO_PAYLOAD
 
 
+@pytest.mark.parametrize("codec", ALL, ids=format_codec_spec)
+@SETTINGS
+@given(x=tensors(), into=st.sampled_from([None, torch.float32, torch.float64]))
+def test_decode_into_is_decode_converted_into_the_buffer(codec: Codec, x: torch.Tensor, into: torch.dtype | None) -> None:
+    """What a merge fills its fp32 input buffer with; ``into=None``: a buffer of the stored dtype itself."""
+    payload = codec.encode(x)
+    expected = codec.decode(payload, tuple(x.shape), x.dtype).to(into or x.dtype)
+    out = torch.full(x.shape, 7.0, dtype=into or x.dtype)
+    assert codec.decode_into(payload, out, x.dtype) is out
+    assert torch.equal(out.view(torch.uint8), expected.view(torch.uint8))
+
+
 @pytest.mark.parametrize("codec", [c for c in ALL if not c.keeps_payload], ids=format_codec_spec)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_codec_that_says_it_does_not_keep_its_payload_decodes_into_new_memory(codec: Codec, dtype: torch.dtype) -> None:
@@ -121,8 +133,8 @@ def test_a_codec_that_says_it_does_not_keep_its_payload_decodes_into_new_memory(
     x = (torch.randn(64, 96, generator=torch.Generator().manual_seed(1)) * 1e-2).to(dtype)
     payload = bytearray(codec.encode(x))
     outputs = [codec.decode(payload, tuple(x.shape), dtype)]
-    if hasattr(codec, "decode_into"):
-        outputs.append(codec.decode_into(payload, torch.empty_like(x)))
+    outputs.append(codec.decode_into(payload, torch.empty_like(x), dtype))
+    outputs.append(codec.decode_into(payload, torch.empty(x.shape), dtype))  # converted to fp32 on the way
     if hasattr(codec, "xor_into"):
         outputs.append(codec.xor_into(payload, torch.zeros_like(x)))
     kept = [y.clone() for y in outputs]

@@ -72,6 +72,14 @@ class Codec(ABC):
     def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
         """The tensor of ``shape`` and ``dtype`` encoded in ``data``."""
 
+    def decode_into(self, data: bytes, out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``out.copy_(decode(data, out.shape, dtype))``: what a merge fills its fp32 input buffer with.
+
+        Never keeps ``data`` (so it may be a mapping dropped after the call).
+        Codecs override it to write ``out`` directly, without the decoded tensor in between.
+        """
+        return out.copy_(self.decode(data, tuple(out.shape), dtype))
+
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, **dataclasses.asdict(self)}
 

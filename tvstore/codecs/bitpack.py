@@ -128,7 +128,7 @@ def take_into(table: np.ndarray, indices: np.ndarray, out: np.ndarray) -> np.nda
     return np.take(table, indices, out=out, mode="clip")
 
 
-def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> np.ndarray:
+def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``values[unpack_bits(data, bits, n)]`` for any ``bits`` in 1..8, in cache-sized steps.
 
     Codes of 1, 2, 4 or 8 bits never straddle a byte, so each packed byte
@@ -138,28 +138,36 @@ def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray) -> n
     (8 codes fill ``bits`` whole bytes, so steps start on a byte) and look each
     up; a decoder whose codes index a handful of values (a one-group
     quantized tensor) never widens them to floats either way.
+
+    ``out``: a contiguous 1-D array of ``values``' dtype and ``n`` entries to
+    fill (a merge's input buffer) instead of a new one.
     """
     raw = _packed(data, bits, n)
     values = np.ascontiguousarray(values).reshape(-1)
     if values.size != 1 << bits:
         raise ValueError(f"{bits}-bit codes need {1 << bits} values, got {values.size}")
-    size = packed_size(n, bits)
+    if out is None:
+        out = np.empty(n, dtype=values.dtype)
+    elif out.shape != (n,) or out.dtype != values.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"lookup needs a contiguous output of {n} {values.dtype} entries, got {out.shape} {out.dtype}")
     if 8 % bits:
-        return _lookup_unpacked(raw, bits, n, values)
+        return _lookup_unpacked(raw, bits, n, values, out)
     per = 8 // bits
     codes = (np.arange(256)[:, None] >> (bits * np.arange(per - 1, -1, -1))) & ((1 << bits) - 1)  # first code first
     entry = np.dtype(_UINT.get(per * values.itemsize, f"V{per * values.itemsize}"))  # uints move ~10% faster
     table = np.ascontiguousarray(values[codes]).view(entry).reshape(256)
-    out = np.empty(size, dtype=entry)
-    for start in range(0, size, LOOKUP_STEP):
-        stop = min(size, start + LOOKUP_STEP)
-        take_into(table, raw[start:stop], out[start:stop])
-    return out.view(values.dtype)[:n]
+    whole = n // per  # packed bytes whose codes all land in ``out``; a last partial byte is looked up alone
+    pairs = out[: whole * per].view(entry)
+    for start in range(0, whole, LOOKUP_STEP):
+        stop = min(whole, start + LOOKUP_STEP)
+        take_into(table, raw[start:stop], pairs[start:stop])
+    if whole * per < n:
+        out[whole * per :] = values[codes[raw[whole]]][: n - whole * per]
+    return out
 
 
-def _lookup_unpacked(raw: np.ndarray, bits: int, n: int, values: np.ndarray) -> np.ndarray:
+def _lookup_unpacked(raw: np.ndarray, bits: int, n: int, values: np.ndarray, out: np.ndarray) -> np.ndarray:
     """:func:`lookup` for widths that straddle bytes: a step's codes unpacked, then looked up."""
-    out = np.empty(n, dtype=values.dtype)
     step = 8 * LOOKUP_STEP  # codes per step: a multiple of 8, so every step starts on a byte
     for start in range(0, n, step):
         count = min(step, n - start)

@@ -59,10 +59,10 @@ class Lossless(Codec):
         out = np.empty(math.prod(shape) * dtype.itemsize, dtype=np.uint8)  # numpy memory: huge pages for large tensors
         return planes.from_uint(self._join(data, out), shape, dtype)
 
-    def decode_into(self, data: bytes, out: torch.Tensor) -> torch.Tensor:
-        """Decode straight into ``out`` (contiguous, of the stored dtype and size): no allocation, no copy."""
-        if not out.is_contiguous():
-            raise ValueError("decode_into needs a contiguous output tensor")
+    def decode_into(self, data: bytes, out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Decode straight into ``out`` when it has the stored dtype (no allocation, no copy), else convert."""
+        if out.dtype != dtype or not out.is_contiguous():
+            return super().decode_into(data, out, dtype)
         self._join(data, out.reshape(-1).view(torch.uint8).numpy())
         return out
 

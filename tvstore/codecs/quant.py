@@ -271,6 +271,21 @@ class Quant(Codec):
         """:meth:`decode`'s entries in order, a block at a time (see :func:`decoded_blocks`)."""
         return decoded_blocks(data, shape, dtype)
 
+    def decode_into(self, data: bytes, out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A one-group tensor's codes looked up straight into ``out`` as ``out.dtype``: one pass, no copy.
+
+        The table holds each value decoded as ``dtype`` and then converted, so
+        ``out`` gets exactly ``decode(...)`` converted (a bf16 vector into a merge's fp32 buffer).
+        """
+        if data == bitpack.ZERO_PAYLOAD or not (out.is_contiguous() and out.is_floating_point()):
+            return super().decode_into(data, out, dtype)
+        (bits, n, groups, width), codes_bytes, params = _read(data)
+        _check_count(n, tuple(out.shape))
+        if groups != 1:
+            return out.copy_(_dequantized(codes_bytes, bits, groups, width, n, params, dtype).reshape(out.shape))
+        bitpack.lookup(codes_bytes, bits, n, _table(bits, params, dtype, out.dtype), out=planes.as_uint(out))
+        return out
+
     def decode(self, data: bytes, shape: Shape, dtype: torch.dtype) -> torch.Tensor:
         if data == bitpack.ZERO_PAYLOAD:
             return torch.zeros(shape, dtype=dtype)
@@ -278,13 +293,18 @@ class Quant(Codec):
         _check_count(n, shape)
         if groups == 1:  # 2**bits values in all: looked up
             return decode_by_table(codes_bytes, bits, n, params, dtype).reshape(shape)
-        codes = torch.from_numpy(bitpack.unpack_bits(codes_bytes, bits, groups * width)).reshape(groups, width)
-        out = dequantize(codes, params, bits).reshape(-1)[:n]
-        return buffers.convert(out, dtype).reshape(shape)
+        return _dequantized(codes_bytes, bits, groups, width, n, params, dtype).reshape(shape)
 
 
-def _table(bits: int, params: QuantParams, dtype: torch.dtype) -> np.ndarray:
-    """A one-group tensor's ``2**bits`` values as the bits of ``dtype``, by code.
+def _dequantized(packed: bytes, bits: int, groups: int, width: int, n: int, params: QuantParams,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """A many-group tensor's ``n`` entries (flat): codes unpacked, then :func:`dequantize` per group."""
+    codes = torch.from_numpy(bitpack.unpack_bits(packed, bits, groups * width)).reshape(groups, width)
+    return buffers.convert(dequantize(codes, params, bits).reshape(-1)[:n], dtype)
+
+
+def _table(bits: int, params: QuantParams, dtype: torch.dtype, output: torch.dtype | None = None) -> np.ndarray:
+    """A one-group tensor's ``2**bits`` values as the bits of ``dtype`` (then ``output``, if given), by code.
 
     Computed by :func:`dequantize` and converted to ``dtype`` exactly as the
     whole-array path computes every entry, so lookups in this table are
@@ -292,7 +312,8 @@ def _table(bits: int, params: QuantParams, dtype: torch.dtype) -> np.ndarray:
     widen, subtract, divide, narrow) to one or two (:func:`tvstore.codecs.bitpack.lookup`).
     """
     levels = torch.arange(1 << bits, dtype=torch.uint8).reshape(1, -1)
-    return planes.as_uint(buffers.convert(dequantize(levels, params, bits), dtype))
+    values = buffers.convert(dequantize(levels, params, bits), dtype)
+    return planes.as_uint(values if output is None else values.to(output))
 
 
 def decode_by_table(packed: bytes, bits: int, n: int, params: QuantParams, dtype: torch.dtype) -> torch.Tensor:

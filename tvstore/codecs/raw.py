@@ -49,10 +49,10 @@ class Raw(Codec):
             return torch.empty(shape, dtype=dtype)
         return torch.frombuffer(data, dtype=dtype).reshape(shape)
 
-    def decode_into(self, data: bytes | bytearray | memoryview, out: torch.Tensor) -> torch.Tensor:
-        """Copy ``data`` into ``out`` (contiguous, of the stored dtype and size)."""
-        if not out.is_contiguous():
-            raise ValueError("decode_into needs a contiguous output tensor")
+    def decode_into(self, data: bytes | bytearray | memoryview, out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Copy ``data`` into ``out`` (of the stored dtype, else converted through a decoded copy)."""
+        if out.dtype != dtype or not out.is_contiguous():
+            return super().decode_into(data, out, dtype)
         self._check(data, tuple(out.shape), out.dtype)
         out.reshape(-1).view(torch.uint8).numpy()[:] = np.frombuffer(data, dtype=np.uint8)
         return out

@@ -88,9 +88,10 @@ def delta(components: Sequence[Component], shape: tuple[int, ...], dtype: torch.
     """tau for one tensor: the sum of its ``add`` components (zeros if none), or ``theta - base`` for ``xor``.
 
     With ``out`` (a buffer of ``shape``, any float dtype) the sum lands there
-    and ``out`` is returned; the first plain component is decoded straight
-    into it when its codec can, so a merge's input buffer is filled without
-    an intermediate tensor. ``base`` is called only for an ``xor`` component.
+    and ``out`` is returned; the first plain component is decoded into it
+    (``Codec.decode_into``: straight, for the codecs that can), so a merge's
+    input buffer is filled without an intermediate tensor. ``base`` is called
+    only for an ``xor`` component.
     """
     if any(c.kind == XOR for c in components):
         return _xor_delta(components, fetch, base, out)
@@ -109,11 +110,9 @@ def _delta_into(adds: Sequence[Component], shape: tuple[int, ...], dtype: torch.
     if not adds:
         return out.zero_()
     first, rest = adds[0], adds[1:]
-    codec = get_codec(first.codec)
-    direct = (out.dtype == dtype and out.is_contiguous() and first.mask_blob is None and first.scale == 1.0
-              and hasattr(codec, "decode_into"))
-    if direct:
-        codec.decode_into(fetch(first.blob, transient=True), out)
+    if first.mask_blob is None and first.scale == 1.0:
+        codec = get_codec(first.codec)
+        codec.decode_into(fetch(first.blob, transient=not codec.keeps_payload), out, dtype)
     else:
         out.copy_(first.decode(shape, dtype, fetch))
     if rest:  # summed in the stored dtype first, as delta() does, then converted once
