@@ -8,7 +8,7 @@ files are made read-only: they are immutable by contract.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tvstore.blobs.base import BlobStore, digest_bytes, fanout_path, verified
@@ -47,7 +47,7 @@ class LocalBlobStore(BlobStore):
         """Verified bytes as a read-only mapping of the blob file (no copy); hashed as :meth:`read` hashes."""
         return self._verified_once(digest, map_file)
 
-    def _verified_once(self, digest: str, load) -> memoryview:
+    def _verified_once(self, digest: str, load: Callable[[Path], tuple[memoryview, os.stat_result]]) -> memoryview:
         try:
             data, st = load(self.path(digest))
         except FileNotFoundError:
