@@ -37,7 +37,8 @@ def span(values: list[float], fmt: str = "{:.2f}", unit: str = "") -> str:
 
 def load_text(m: dict) -> str:
     memory = m.get("memory", {}).get("fresh_gbps")  # runs before the probe existed recorded none
-    return (f"{m['cores']} cores, load average {m['load_before'][0]:.1f} before and {m['load_after'][0]:.1f} after"
+    cpu = f" ({m['cpu']})" if m.get("cpu") else ""  # the machine changes between sessions: name it
+    return (f"{m['cores']} cores{cpu}, load average {m['load_before'][0]:.1f} before and {m['load_after'][0]:.1f} after"
             + (f", fresh memory filled at {memory:.2f} GB/s" if memory else "") + f", commit {m['commit'].split()[0]}")
 
 
