@@ -146,7 +146,9 @@ def test_merge_table_covers_every_method(quick_run) -> None:
         for row in rows:
             assert set(row["accuracy"]) == set(settings.tasks) and 0.0 <= row["avg_accuracy"] <= 1.0
             assert row["vs_fp32_merge"] == 1.0
-    assert [r["method"] for r in results["bases"]["tiny-bert"]["summary"]["merges"]] == [m.label for m in merges]
+    summary = results["bases"]["tiny-bert"]["summary"]["merges"]
+    assert [r["method"] for r in summary] == [m.label for m in merges]
+    assert all(r["vs_fp32_merge"] == {"value": 1.0, "low": 1.0, "high": 1.0} for r in summary)  # paired: exactly
     # the second base's scope has no merges: no run, no row, no validation scores
     assert settings.scope_for("tiny-mpnet").merges == () and results["bases"]["tiny-mpnet"]["summary"]["merges"] == []
     assert all(list(run["fp32"][t]) == ["test"] for run in runs_of(results, "tiny-mpnet") for t in settings.tasks)

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` lives at the repository root
 
 from benchmarks.eval.stats import (  # noqa: E402
-    Interval, average, draws, intervals, known_mean, known_min, measure, replicate_accuracy,
+    Interval, average, draws, intervals, known_mean, known_min, measure, paired_ratio, replicate_accuracy,
 )
 
 
@@ -67,3 +67,26 @@ def test_outcomes_of_different_splits_are_refused() -> None:
 def test_known_mean_and_min_skip_undefined_fractions() -> None:
     assert known_mean([0.5, None, 1.0]) == 0.75 and known_min([None, 0.9, 0.7]) == 0.7
     assert known_mean([None]) is None and known_min([]) is None
+
+
+def test_paired_ratio_of_identical_outcomes_is_exactly_one() -> None:
+    # independent draws would spread this; the pairing takes the same examples and seeds on both sides
+    task = ["1101100111", "1111000011", "0101010101"]
+    assert paired_ratio([task, task[::-1]], [task, task[::-1]]) == Interval(1.0, 1.0, 1.0)
+
+
+def test_paired_ratio_is_of_the_average_accuracy_over_tasks() -> None:
+    ref = [["1111", "1111"], ["1100", "1100"]]  # 1.0 and 0.5: average 0.75
+    row = [["1110", "1101"], ["1100", "1000"]]  # 0.75 and 0.375: average 0.5625
+    r = paired_ratio(row, ref)
+    assert r.value == pytest.approx(0.5625 / 0.75)
+    assert r.low < r.value < r.high <= 1.0  # never above the reference: no example is won back
+
+
+def test_paired_ratio_refuses_other_splits_and_seeds() -> None:
+    with pytest.raises(ValueError, match=r"^outcomes of different lengths \[3, 4\]: not the same test split$"):
+        paired_ratio([["111"]], [["1111"]])
+    with pytest.raises(ValueError, match=r"^2 seed\(s\) against 1: not the same fine-tunes$"):
+        paired_ratio([["11", "10"]], [["11"]])
+    with pytest.raises(ValueError):
+        paired_ratio([["11"], ["10"]], [["11"]])  # another number of tasks

@@ -9,7 +9,8 @@
 - ``budgets``: per bit budget, each codec family's most accurate setting that
   fits it;
 - ``merges``: per method and source codec, normalized accuracy (merged / fp32
-  fine-tune) with its interval, and the ratio to the same merge from fp32;
+  fine-tune) with its interval, and the ratio to the same merge from fp32
+  with a paired interval (``stats.paired_ratio``);
 - ``lora_export``: per rank, the mean over seeds.
 
 Only settings every seed measured are folded (a merge source chosen by
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.eval.report import Row
-from benchmarks.eval.stats import TaskMeasure, average, intervals, known_mean, measure
+from benchmarks.eval.stats import TaskMeasure, average, intervals, known_mean, measure, paired_ratio
 from tvstore.codecs.spec import split_codec_spec
 
 FP32 = "lossless"
@@ -112,16 +113,18 @@ def at_budgets(rows: Sequence[Row], budgets: Sequence[float]) -> dict[str, list[
 
 
 def merges(runs: Sequence[dict[str, Any]], tasks: Sequence[str]) -> list[Row]:
-    """Every merge method x source codec, folded over seeds: normalized accuracy with intervals."""
-    out = []
+    """Every merge method x source codec, folded over seeds: normalized accuracy with intervals, and
+    ``vs_fp32_merge``, its average accuracy over the same method's from fp32 (paired draws, an interval)."""
+    out, outcomes = [], {}
     for rows in _common(runs, "merges", lambda r: (r["method"], r["codec"])):
         stats = _stats(_measures(rows, runs, tasks))
         lambdas = sorted({r["lambda"] for r in rows if r["lambda"] is not None})
         out.append({"method": rows[0]["method"], "codec": rows[0]["codec"], "lambdas": lambdas, **stats})
-    fp32 = {r["method"]: r["average"]["accuracy"]["value"] for r in out if r["codec"] == FP32}
+        outcomes[rows[0]["method"], rows[0]["codec"]] = [[r["correct"][t] for r in rows] for t in tasks]
     for row in out:
-        if fp32.get(row["method"]):
-            row["vs_fp32_merge"] = row["average"]["accuracy"]["value"] / fp32[row["method"]]
+        fp32 = outcomes.get((row["method"], FP32))
+        if fp32 is not None:
+            row["vs_fp32_merge"] = paired_ratio(outcomes[row["method"], row["codec"]], fp32).as_dict()
     return out
 
 

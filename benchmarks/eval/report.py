@@ -88,9 +88,11 @@ def settings_table(summary: Row, tasks: Sequence[str]) -> str:
 
 
 def merge_summary_table(summary: Row) -> str:
-    """Every merge method x source codec: normalized accuracy (merged / fp32 fine-tune) with intervals."""
+    """Every merge method x source codec: normalized accuracy (merged / fp32 fine-tune) and accuracy relative to
+    the same merge from fp32, with intervals."""
     rows = [[r["method"], r["codec"], "/".join(f"{x:g}" for x in r["lambdas"]) or NA, interval(r["average"]["accuracy"]),
-             interval(r["average"]["retained"], True), r.get("vs_fp32_merge")] for r in summary["merges"]]
+             interval(r["average"]["retained"], True), interval(r.get("vs_fp32_merge", {}), True)]
+            for r in summary["merges"]]
     return format_table(["method", "from codec", "lambda", "avg accuracy", "normalized", "vs fp32 merge"], rows)
 
 
@@ -119,7 +121,9 @@ def merge_sections(name: str, summary: Row) -> list[str]:
     """The merge table of a base whose scope merges; nothing for one that does not."""
     if not summary["merges"]:
         return []
-    return [f"### {name}: merges (normalized = merged / fp32 fine-tune)", merge_summary_table(summary)]
+    return [f"### {name}: merges (normalized = merged / fp32 fine-tune; vs fp32 merge = merged from that codec / the "
+            "same merge from lossless vectors, on the same draws: an interval above 100% would show a gain, one "
+            "below it a loss)", merge_summary_table(summary)]
 
 
 def provenance(name: str, base: Row) -> str:

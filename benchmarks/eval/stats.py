@@ -114,6 +114,29 @@ def intervals(m: TaskMeasure) -> dict[str, dict[str, float | None]]:
     return {n: Interval.of(p, r).as_dict() for n, p, r in zip(names, m.point, reps, strict=True)}
 
 
+def paired_ratio(rows: Sequence[Sequence[str]], refs: Sequence[Sequence[str]]) -> Interval:
+    """Average accuracy over tasks of ``rows`` relative to ``refs``' (per task, per-seed outcome strings).
+
+    Both sides take the same draws, task by task (the same test examples and
+    the same seeds, in seed order), so the interval measures their difference,
+    not the noise each has alone: identical outcomes give exactly ``[1, 1]``.
+    This is how a merge from compressed storage is read against the same
+    merge from fp32.
+    """
+    num, den, point_num, point_den = [], [], [], []
+    for row, ref in zip(rows, refs, strict=True):
+        both = as_matrix([*row, *ref])  # refuses outcomes of another test split
+        if len(row) != len(ref):
+            raise ValueError(f"{len(row)} seed(s) against {len(ref)}: not the same fine-tunes")
+        d = draws(len(row), len(row[0]))
+        num.append(replicate_accuracy(row, d))
+        den.append(replicate_accuracy(ref, d))
+        point_num.append(both[: len(row)].mean())
+        point_den.append(both[len(row):].mean())
+    point = float(_ratio(np.mean(point_num), np.mean(point_den)))
+    return Interval.of(point, _ratio(np.mean(num, axis=0), np.mean(den, axis=0)))
+
+
 def average(measures: Sequence[TaskMeasure]) -> TaskMeasure:
     """The mean over tasks (replicate by replicate, so the interval is the average's own)."""
     stack = lambda f: np.mean([f(m) for m in measures], axis=0)  # noqa: E731
