@@ -33,16 +33,16 @@ def unwanted(modules: set[str]) -> list[str]:
     return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in NOT_FOR_A_PULL))
 
 
-def pushed(cli, tiny, *names: str) -> None:
-    """A registry with the tiny base and these of its fine-tunes, pushed lossless through the command."""
-    cli("init")
-    cli("base", "add", "bert", tiny.base)
+def pushed(registry, tiny, *names: str) -> None:
+    """The tiny base and these of its fine-tunes, pushed lossless through the API (only the probed command is a
+    process: the setup's own imports are not what these tests read)."""
+    registry.add_base("bert", tiny.base)
     for name in names:
-        cli("push", name, tiny.finetunes[name], "--base", "bert")
+        registry.push(name, tiny.finetunes[name], base="bert")
 
 
-def test_pulling_a_stored_vector_imports_no_migration_or_merge_machinery(cli, tiny, tmp_path: Path) -> None:
-    pushed(cli, tiny, "alpha")
+def test_pulling_a_stored_vector_imports_no_migration_or_merge_machinery(cli, registry, tiny, tmp_path: Path) -> None:
+    pushed(registry, tiny, "alpha")
     modules = imported_by(cli, "pull", "alpha", "--checkpoint", "--out", str(tmp_path / "rebuilt"))
     assert (tmp_path / "rebuilt" / "model.safetensors").is_file()
     assert "torch" in modules and "sqlalchemy" in modules  # the trace is read right
@@ -50,21 +50,21 @@ def test_pulling_a_stored_vector_imports_no_migration_or_merge_machinery(cli, ti
     assert unwanted(imported_by(cli, "ls")) == []
 
 
-def test_a_recipe_still_gets_its_machinery(cli, tiny, tmp_path: Path) -> None:
+def test_a_recipe_still_gets_its_machinery(cli, registry, tiny, tmp_path: Path) -> None:
     """The lazy imports are where the recipe path needs them: a merge saved as its recipe pulls."""
-    pushed(cli, tiny, "alpha", "beta")
+    pushed(registry, tiny, "alpha", "beta")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("merge_method: task_arithmetic\nmodels:\n  - model: alpha\n    parameters: {weight: 0.5}\n"
                       "  - model: beta\n    parameters: {weight: 0.5}\n")
-    cli("merge", "--recipe", recipe, "--save-as", "both")
+    registry.save_merge("both", recipe)
     modules = imported_by(cli, "pull", "both", "--checkpoint", "--out", str(tmp_path / "merged"))
     assert (tmp_path / "merged" / "model.safetensors").is_file()
     assert "tvstore.merge" in modules and "alembic" not in modules
 
 
-def test_a_pull_pays_no_full_garbage_collection(cli, tiny, tmp_path: Path) -> None:
+def test_a_pull_pays_no_full_garbage_collection(cli, registry, tiny, tmp_path: Path) -> None:
     """Each full collection scans every imported object; a short command needs none of them."""
-    pushed(cli, tiny, "alpha")
+    pushed(registry, tiny, "alpha")
     probe = ("import atexit, gc, sys; from tvstore.cli.app import main; full = []; "  # counted from main() on
              "gc.callbacks.append(lambda phase, info: full.append(1) if phase == 'start' and info['generation'] == 2 "
              "else None); atexit.register(lambda: print('full collections', len(full))); "
