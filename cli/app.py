@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
@@ -34,6 +35,7 @@ def configure(
     token: Optional[str] = typer.Option(None, "--token", envvar="TVSTORE_TOKEN", help="Bearer token for --remote (see `tvstore token create`)."),
 ) -> None:
     ctx.obj = State(home, database_url, blob_url, s3_endpoint, remote, token)
+    ctx.call_on_close(ctx.obj.close)  # before the process leaves (``leave`` skips what finalization would close)
 
 
 app.add_typer(bases.app, name="base", help="Register and inspect base models.")
@@ -46,9 +48,9 @@ app.command("audit")(tokens.audit)
 app.command("serve")(serve.serve)
 
 
-def fail(message: str, exit_code: int) -> None:
+def fail(message: str, exit_code: int) -> int:
     err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    sys.exit(exit_code)
+    return exit_code
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -71,15 +73,57 @@ def few_full_collections() -> None:
     gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
-def main() -> None:
-    """Entry point: a ``TvstoreError`` becomes one line on stderr and its exit code."""
+def run() -> int:
+    """The command's exit status: a ``TvstoreError`` becomes one line on stderr and its exit code.
+
+    A bug's traceback is not caught here: it propagates, and Python prints it and tears down as usual.
+    """
     few_full_collections()
     try:
         app()
+    except SystemExit as exc:  # how Click ends every command, success included
+        return exit_status(exc)
     except TvstoreError as exc:
-        fail(str(exc), exc.exit_code)
+        return fail(str(exc), exc.exit_code)
     except OSError as exc:  # the machine refused: a full disk, a folder we may not write, ...
-        fail(describe_os_error(exc), 1)
+        return fail(describe_os_error(exc), 1)
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        return 130
+    return 0
+
+
+def exit_status(exc: SystemExit) -> int:
+    """What Python would exit with for ``exc``: ``None`` is 0, a message is printed and is 1."""
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def leave(status: int) -> NoReturn:
+    """Flush the output, then end the process without finalizing the interpreter.
+
+    Finalization tears down every imported module (torch's and SQLAlchemy's are large) and was a sizeable
+    share of a short command's time (`python -c 'import torch'` against the same with ``os._exit``). A
+    finished command leaves nothing for it to do: the registry (database connections, S3 pools) is
+    closed with Click's root context, files by their ``with`` blocks, and worker pools have joined.
+    Output that cannot be written is still an error (one line, status 1; Python's own exit gave a
+    traceback-like warning and 120).
+    """
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader has gone (``tvstore ls | head``): nothing left to tell it
+        pass
+    except OSError as exc:
+        status = fail(describe_os_error(exc), status or 1)  # as when the command's own writes fail
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(status)
+
+
+def main() -> NoReturn:
+    """Entry point of the ``tvstore`` command."""
+    leave(run())

@@ -34,6 +34,12 @@ class State:
             )
         return self._registry
 
+    def close(self) -> None:
+        """Release the registry's connections (the database's, an S3 client's pools), if one was opened."""
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
     def local(self) -> Registry:
         """The registry itself, for commands an administrator runs beside the database (serve, init)."""
         if self.remote:

@@ -10,6 +10,7 @@ is not on the list: typer imports it for its own use whenever it is installed.)
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,12 +66,49 @@ def test_a_recipe_still_gets_its_machinery(cli, registry, tiny, tmp_path: Path) 
 def test_a_pull_pays_no_full_garbage_collection(cli, registry, tiny, tmp_path: Path) -> None:
     """Each full collection scans every imported object; a short command needs none of them."""
     pushed(registry, tiny, "alpha")
-    probe = ("import atexit, gc, sys; from tvstore.cli.app import main; full = []; "  # counted from main() on
+    probe = ("import gc, sys; from tvstore.cli.app import run; full = []; "  # counted from the command's start on
              "gc.callbacks.append(lambda phase, info: full.append(1) if phase == 'start' and info['generation'] == 2 "
-             "else None); atexit.register(lambda: print('full collections', len(full))); "
-             f"sys.argv = ['tvstore', 'pull', 'alpha', '--checkpoint', '--out', {str(tmp_path / 'out')!r}]; main()")
+             "else None); "
+             f"sys.argv = ['tvstore', 'pull', 'alpha', '--checkpoint', '--out', {str(tmp_path / 'out')!r}]; "
+             "status = run(); print('full collections', len(full)); sys.exit(status)")
     proc = subprocess.run([sys.executable, "-c", probe], env=cli.env, cwd=cli.cwd, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1] == "full collections 0"
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_leaving_without_finalization_keeps_output_and_exit_codes(cli, registry, tiny, tmp_path: Path) -> None:
+    """``leave`` skips the interpreter's teardown: what it must still do is flush, exit right and close."""
+    pushed(registry, tiny, "alpha")
+    listed = cli("ls", "--json")  # output to a pipe arrives whole
+    assert [v["name"] for v in json.loads(listed.stdout)] == ["alpha"]
+    assert cli("pull", "nothing", "--out", tmp_path / "x", expect=1).stderr == "error: no task vector named 'nothing'\n"
+    assert cli("pull", "--no-such-option", expect=2).stderr.startswith("Usage: tvstore pull")
+    # a reader that goes away early (`tvstore show alpha --tensors | head -1`) is not an error of ours
+    shown = subprocess.run(f"{tvstore_executable()} show alpha --tensors | head -c 1", shell=True, env=cli.env,
+                           cwd=cli.cwd, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and len(shown.stdout) == 1 and "Traceback" not in shown.stderr
+    # output that cannot be written is an error: one line, status 1, whether a write in the command or the
+    # final flush finds the disk full (a long table, a short JSON list)
+    for command in ("show alpha --tensors", "ls --json"):
+        full = subprocess.run(f"{tvstore_executable()} {command} > /dev/full", shell=True, env=cli.env, cwd=cli.cwd,
+                              capture_output=True, text=True, timeout=300)
+        assert (full.returncode, full.stderr) == (1, "error: no space left on device\n"), command
+
+
+def test_a_command_closes_its_database_connections(cli, pg_url: str) -> None:
+    """The root context closes the registry before ``leave``: no pooled connection outlives the command.
+
+    Counted from inside the command's process once the command has run, so a connection the OS would close at
+    exit is still seen."""
+    probe = ("import sys; from sqlalchemy import create_engine, text; from tvstore.cli.app import run; "
+             "sys.argv = ['tvstore', 'init']; status = run(); "
+             f"checker = create_engine({pg_url!r}, connect_args={{'application_name': 'checker'}}); "
+             "conn = checker.connect(); "
+             "print(conn.execute(text(\"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'leave-probe'\")).scalar()); "
+             "conn.close(); checker.dispose(); sys.exit(status)")
+    env = {**cli.env, "TVSTORE_DATABASE_URL": pg_url, "PGAPPNAME": "leave-probe"}
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, cwd=cli.cwd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "0"
