@@ -44,12 +44,13 @@ bench-scale: $(STAMP)
 	$(BENCH_PY) benchmarks/update_readme.py
 
 # A read-path change against the commit BEFORE it: the rebuild into memory of both, alternated in one run
-# (168M, then 1.2B; models and registries shared with bench_rebuild), since two runs of `make bench` differ by
-# more than such a change (benchmarks/ab_rebuild.py).
+# (168M, then 1.2B; models and registries shared with bench_rebuild), then whole `tvstore pull --checkpoint`
+# processes of both (168M), since two runs of `make bench` differ by more than such a change (benchmarks/ab_rebuild.py).
 bench-ab: $(STAMP)
 	@test -n "$(BEFORE)" || { echo "usage: make bench-ab BEFORE=<commit>"; exit 2; }
 	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/rebuild --before $(BEFORE)
 	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/rebuild --before $(BEFORE) --scale
+	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/rebuild --before $(BEFORE) --cli
 	$(BENCH_PY) benchmarks/update_readme.py
 
 # The accuracy evaluation (benchmarks/eval/harness.py): MiniLM and MPNet x 3 seeds x 3 tasks, fine-tunes

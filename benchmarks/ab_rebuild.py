@@ -1,4 +1,5 @@
-"""Before and after: the rebuild into memory of one tvstore commit against another, alternated in one run.
+"""Before and after: the rebuild into memory (or, with ``--cli``, a whole ``tvstore pull --checkpoint``
+process) of one tvstore commit against another, alternated in one run.
 
 A change to the read path moves a rebuild by less than two runs of ``make bench``
 differ on a shared machine (load, page cache, how fragmented free memory is), so
@@ -11,10 +12,18 @@ times; the table gives medians, the after/before ratio of each and the spread
 of the runs. The registries are made by this checkout, so ``--before`` must
 read them (the same database schema).
 
-Results: ``benchmarks/results/ab_rebuild.{md,json}`` (``--scale``: ``ab_rebuild_scale``).
+With ``--cli`` each child is a whole CLI process pulling the fine-tune to a
+folder (warm page cache), start-up and exit included: the change a command's
+start-up or exit makes, which an in-process rebuild does not see. The CLI's
+source folder (``cli/``) installs inside ``tvstore``, so each side's is reached
+through a shim folder on ``tvstore``'s package path, the same way on both sides.
+
+Results: ``benchmarks/results/ab_rebuild.{md,json}`` (``--scale``: ``ab_rebuild_scale``; ``--cli``:
+``ab_cli_pull``).
 
     python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b            # 168M, ~2 min
     python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b --scale    # 1.2B, ~5 min
+    python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b --cli      # 168M, CLI pulls, ~2 min
 """
 
 from __future__ import annotations
@@ -22,9 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import bench_merge as bm  # noqa: E402  (this folder is on sys.path when run as a script)
@@ -52,29 +65,76 @@ def measured(tree: Path, home: Path, codec: str, workers: int) -> dict:
     return br.child("rebuild", str(home), br.vector_ref(codec), str(workers), env=env)
 
 
-def row(trees: dict[str, Path], home: Path, codec: str, workers: int, repeat: int) -> dict:
-    for tree in trees.values():  # a warm-up child per side, not counted: the row's first child pays for a cold start
-        measured(tree, home, codec, workers)
-    runs: dict[str, list[dict]] = {side: [] for side in trees}
+def cli_pull(tree: Path, shim: Path, home: Path, codec: str, out: Path) -> dict:
+    """Wall seconds of one whole ``tvstore pull --checkpoint`` process running ``tree``'s tvstore and CLI."""
+    launch = ("import sys, tvstore; tvstore.__path__.insert(0, sys.argv.pop(1)); from tvstore.cli.app import main; "
+              "sys.argv[0] = 'tvstore'; main()")
+    cmd = [sys.executable, "-c", launch, str(shim), "--home", str(home), "pull", br.vector_ref(codec), "--checkpoint",
+           "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    os.sync()  # as bench_rebuild.timed: the last run's writeback is not this run's
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=out.parent)  # not a folder holding a tvstore
+    wall = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    return {"wall_s": wall}
+
+
+def cli_shim(tree: Path, work: Path, side: str) -> Path:
+    """A folder holding ``cli`` and ``migrations`` links to ``tree``'s, put first on ``tvstore.__path__``."""
+    shim = work / f"cli-shim-{side}"
+    shim.mkdir(parents=True, exist_ok=True)
+    for name in ("cli", "migrations"):
+        link = shim / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(tree / name)
+    return shim
+
+
+def row(children: dict[str, Callable[[], dict]], label: dict, repeat: int, measures: tuple[str, ...]) -> dict:
+    """One warm-up child per side (not counted), then before and after alternated ``repeat`` times; medians."""
+    for child in children.values():  # the row's first child pays for a cold start
+        child()
+    runs: dict[str, list[dict]] = {side: [] for side in children}
     for _ in range(repeat):
-        for side, tree in trees.items():
-            runs[side].append(measured(tree, home, codec, workers))
+        for side, child in children.items():
+            runs[side].append(child())
     for side_runs in runs.values():
         for r in side_runs:  # peak memory above the child's start, as bench_rebuild reports it
-            r["peak_anon_mib"] -= r.get("start_anon_mib", 0.0)
-    out = {"codec": codec, "workers": workers, "runs": runs}
-    for side in trees:
-        for key in MEASURES:
+            if "peak_anon_mib" in r:
+                r["peak_anon_mib"] -= r.get("start_anon_mib", 0.0)
+    out = {**label, "runs": runs}
+    for side in children:
+        for key in measures:
             out[f"{side}_{key}"] = statistics.median(r[key] for r in runs[side])
         walls = [r["wall_s"] for r in runs[side]]
         out[f"{side}_wall_range"] = [min(walls), max(walls)]
-    for key in MEASURES:
+    for key in measures:
         out[f"ratio_{key}"] = out[f"after_{key}"] / out[f"before_{key}"]
-    print(f"  {codec} x{workers}: before {out['before_wall_s']:.2f}s after {out['after_wall_s']:.2f}s", flush=True)
+    print(f"  {label['codec']} x{label['workers']}: before {out['before_wall_s']:.2f}s after {out['after_wall_s']:.2f}s",
+          flush=True)
     return out
 
 
+def rebuild_rows(trees: dict[str, Path], homes: dict[str, Path], a: argparse.Namespace) -> list[dict]:
+    return [row({side: partial(measured, tree, homes[codec], codec, workers) for side, tree in trees.items()},
+                {"codec": codec, "workers": workers}, a.repeat, MEASURES)
+            for codec in br.SCALE_CODECS for workers in br.rebuild_threads(codec, a.scale)]
+
+
+def cli_rows(trees: dict[str, Path], homes: dict[str, Path], a: argparse.Namespace, work: Path) -> list[dict]:
+    out = work / "ab-out"
+    shutil.rmtree(out, ignore_errors=True)
+    shims = {side: cli_shim(tree, a.work, side) for side, tree in trees.items()}
+    return [row({side: partial(cli_pull, tree, shims[side], homes[codec], codec, out) for side, tree in trees.items()},
+                {"codec": codec, "workers": 0}, a.repeat, ("wall_s",))
+            for codec in br.SCALE_CODECS]
+
+
 def report(res: dict) -> str:
+    if res.get("cli"):
+        return cli_report(res)
     lines = [f"# Rebuild into memory, before and after ({res['model']})", "",
              machine.describe(res["machine"]), "", f"Command: `{res['command']}`", "",
              f"Before: tvstore at {res['before']}; after: tvstore at {res['after']}. Each row runs one uncounted "
@@ -94,13 +154,32 @@ def report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cli_report(res: dict) -> str:
+    lines = [f"# `tvstore pull --checkpoint` as a whole process, before and after ({res['model']})", "",
+             machine.describe(res["machine"]), "", f"Command: `{res['command']}`", "",
+             f"Before: tvstore and its CLI at {res['before']}; after: at {res['after']}. Each row runs one uncounted "
+             f"warm-up process per side, then alternates a before and an after process {res['repeat']} times, each "
+             "pulling ft0 to a fresh folder (warm page cache, start-up and exit included); medians, with the range.", "",
+             "| codec | before s | after s | after / before | before range s | after range s |",
+             "|---|--:|--:|--:|--:|--:|"]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['codec']} | {r['before_wall_s']:.2f} | {r['after_wall_s']:.2f} | {r['ratio_wall_s']:.2f}x "
+            f"| {r['before_wall_range'][0]:.2f}-{r['before_wall_range'][1]:.2f} "
+            f"| {r['after_wall_range'][0]:.2f}-{r['after_wall_range'][1]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="models, registries and the --before worktree")
     ap.add_argument("--before", required=True, help="the commit to compare this checkout with")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--scale", action="store_true", help="the 1.2B-parameter model")
+    ap.add_argument("--cli", action="store_true", help="whole `tvstore pull --checkpoint` processes (168M)")
     a = ap.parse_args()
+    if a.cli and a.scale:
+        ap.error("--cli runs at 168M only")
     a.size = "1.2B" if a.scale else "168M"
     return a
 
@@ -115,16 +194,16 @@ def main() -> None:
     before_state = machine.snapshot(settle=True)
     homes = br.prepare(work, cfg, br.SCALE_CODECS, reuse=True)  # bench_rebuild's in-memory rows, for these codecs
     trees = {"before": before_tree, "after": ROOT}
-    rows = [row(trees, homes[codec], codec, workers, a.repeat)
-            for codec in br.SCALE_CODECS for workers in br.rebuild_threads(codec, a.scale)]
+    rows = cli_rows(trees, homes, a, work) if a.cli else rebuild_rows(trees, homes, a)
     res = {"model": f"{params / 1e6:.1f}M parameters, bf16, {nbytes / 2**20:.0f} MiB per checkpoint, "
                     f"largest tensor {largest_mib:.0f} MiB",
-           "before": before, "after": before_state["commit"],
+           "before": before, "after": before_state["commit"], "cli": a.cli,
            "repeat": a.repeat, "command": "python " + " ".join(sys.argv), "rows": rows,
            "machine": machine.finish(before_state)}
     text = report(res)
     print(text)
-    path = bm.results_path("ab_rebuild_scale" if a.scale else "ab_rebuild", a.work, quick=False)
+    name = "ab_cli_pull" if a.cli else "ab_rebuild_scale" if a.scale else "ab_rebuild"
+    path = bm.results_path(name, a.work, quick=False)
     path.with_suffix(".md").write_text(text)
     path.with_suffix(".json").write_text(json.dumps(res, indent=2))
 
