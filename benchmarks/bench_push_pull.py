@@ -114,7 +114,8 @@ def make_clients(work: Path, base: Path, n: int) -> tuple[list[Path], str]:
 
     data = work / "data"
     sources = cached_finetunes(base)
-    kind = f"real MiniLM fine-tunes ({', '.join(p.parent.name for p in sources)})" if sources else "synthetic"
+    tasks = ", ".join(dict.fromkeys(p.parent.name for p in sources))  # the eval caches one per task and seed
+    kind = f"{len(sources)} real MiniLM fine-tunes ({tasks})" if sources else "synthetic"
     base_t = load_file(str(base / "model.safetensors"))
     dirs = []
     for k in range(n):
