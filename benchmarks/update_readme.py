@@ -189,6 +189,11 @@ def merge_paragraph(m: dict) -> str:
             f"arithmetic {span(ratio('task_arithmetic', 'warm_s'))}x warm and "
             f"{span(ratio('task_arithmetic', 'cold_s'))}x cold; peak RSS {span(ratio('task_arithmetic', 'peak_rss_mib'))}x "
             f"(task arithmetic) and {span(ratio('ties', 'peak_rss_mib'))}x (TIES) mergekit's.")
+    merges = [r for r in rows if r["kind"] in ("task_arithmetic", "ties") and "work_over_bound" in r]
+    if merges:
+        bound = lambda kind: span([r["work_over_bound"] for r in merges if r["kind"] == kind])  # noqa: E731
+        text += (f" Working memory (peak anonymous memory above the process's start, after imports) over the bound "
+                 f"(inputs + 2) x the largest tensor: task arithmetic {bound('task_arithmetic')}x, TIES {bound('ties')}x.")
     scale = [s for s in m.get("scale", []) if s.get("peak_anon_mib")]
     if scale:
         text += (f" Peak anonymous memory of push, pull and a 2-way merge: "
