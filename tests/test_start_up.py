@@ -89,8 +89,8 @@ def test_leaving_without_finalization_keeps_output_and_exit_codes(cli, registry,
     shown = subprocess.run(f"{tvstore_executable()} show alpha --tensors | head -c 1", shell=True, env=cli.env,
                            cwd=cli.cwd, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0 and len(shown.stdout) == 1 and "Traceback" not in shown.stderr
-    # output that cannot be written is an error: one line, status 1, whether a write in the command or the
-    # final flush finds the disk full (a long table, a short JSON list)
+    # output that cannot be written is an error: one line, status 1 (a long table, a short JSON list), with
+    # nothing of the interpreter's own exit-time flush warning
     for command in ("show alpha --tensors", "ls --json"):
         full = subprocess.run(f"{tvstore_executable()} {command} > /dev/full", shell=True, env=cli.env, cwd=cli.cwd,
                               capture_output=True, text=True, timeout=300)
