@@ -157,10 +157,10 @@ def child_start() -> float:
     import gc
     import threading
 
+    _ANON["start"] = rss_anon_mib()  # the interpreter and the imports, not the work's own memory (reported)
     gc.collect()
     _IO0.update(io_counters())
     _CPU0.update(cpu_seconds())
-    _ANON["start"] = rss_anon_mib()  # the interpreter and the imports: not the work's own memory
     threading.Thread(target=sample_anon, daemon=True).start()
     return time.perf_counter()
 

@@ -198,8 +198,7 @@ def child_rebuild(home: str, ref: str, workers: str) -> None:
     import_tvstore()
     one_thread_consumer()
 
-    print(json.dumps({"start_anon_mib": bm.rss_anon_mib()}))
-    t0 = bm.child_start()
+    t0 = bm.child_start()  # its report gives the anonymous memory at the start, to subtract
     with bm.open_registry(home) as reg:
         n = sum(bm.touch(t) for _, t in reg.rebuild(ref, workers=int(workers)))
     assert n > 0
@@ -270,7 +269,6 @@ def child_push(home: str, name: str, path: str, codec: str, profile: str = "") -
     if profile:
         tvstore.ops.push.push_workers = lambda: 1
         torch.set_num_threads(1)  # single-threaded ops, as in the push's own workers
-    start_anon = bm.rss_anon_mib()
     prof = cProfile.Profile() if profile else None
     t0 = bm.child_start()
     with bm.open_registry(home) as reg:
@@ -283,7 +281,6 @@ def child_push(home: str, name: str, path: str, codec: str, profile: str = "") -
         if profile != "-":
             prof.dump_stats(profile)
         print(json.dumps({"parts": own_time_by_part(prof)}))
-    print(json.dumps({"start_anon_mib": start_anon}))
     bm.child_report(t0)
 
 
