@@ -11,6 +11,7 @@ is not on the list: typer imports it for its own use whenever it is installed.)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,7 +86,7 @@ def test_leaving_without_finalization_keeps_output_and_exit_codes(cli, registry,
     assert [v["name"] for v in json.loads(listed.stdout)] == ["alpha"]
     assert cli("pull", "nothing", "--out", tmp_path / "x", expect=1).stderr == "error: no task vector named 'nothing'\n"
     assert cli("pull", "--no-such-option", expect=2).stderr.startswith("Usage: tvstore pull")
-    # a reader that goes away early (`tvstore show alpha --tensors | head -1`) is not an error of ours
+    # a reader that goes away early (`tvstore show alpha --tensors | head -c 1`) is not an error of ours
     shown = subprocess.run(f"{tvstore_executable()} show alpha --tensors | head -c 1", shell=True, env=cli.env,
                            cwd=cli.cwd, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0 and len(shown.stdout) == 1 and "Traceback" not in shown.stderr
@@ -97,7 +98,7 @@ def test_leaving_without_finalization_keeps_output_and_exit_codes(cli, registry,
         assert (full.returncode, full.stderr) == (1, "error: no space left on device\n"), command
 
 
-def test_a_command_closes_its_database_connections(cli, pg_url: str) -> None:
+def test_a_command_closes_its_database_connections(pg_url: str, tmp_path: Path) -> None:
     """The root context closes the registry before ``leave``: no pooled connection outlives the command.
 
     Counted from inside the command's process once the command has run, so a connection the OS would close at
@@ -108,7 +109,10 @@ def test_a_command_closes_its_database_connections(cli, pg_url: str) -> None:
              "conn = checker.connect(); "
              "print(conn.execute(text(\"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'leave-probe'\")).scalar()); "
              "conn.close(); checker.dispose(); sys.exit(status)")
-    env = {**cli.env, "TVSTORE_DATABASE_URL": pg_url, "PGAPPNAME": "leave-probe"}
-    proc = subprocess.run([sys.executable, "-c", probe], env=env, cwd=cli.cwd, capture_output=True, text=True, timeout=300)
+    # PostgreSQL only (so not through the ``cli`` fixture, which would run it once more per database)
+    env = {**os.environ, "TVSTORE_DATABASE_URL": pg_url, "TVSTORE_BLOB_URL": str(tmp_path / "blobs"),
+           "PGAPPNAME": "leave-probe"}
+    env.pop("TVSTORE_HOME", None)
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1] == "0"
