@@ -240,3 +240,25 @@ def test_from_registry_lossless_matches_mergekit(models: Path, tmp_path: Path) -
             reg.push(name, models / name, base="base", codec="lossless")
         merger = registry_merger(reg, load_recipe(TIES))
         assert_close(dict(materialize(merger)), theirs)
+
+
+@pytest.mark.parametrize("levels", [None, 0.01], ids=["continuous", "tied"])
+@pytest.mark.parametrize("norm", [None, "l1"])
+def test_magnitude_trim_is_mergekits_bit_for_bit(levels: float | None, norm: str | None) -> None:
+    """The partial-sort trim keeps exactly mergekit's argsort picks, ties at the threshold included."""
+    from mergekit.sparsify import RescaleNorm
+    from mergekit.sparsify import magnitude as mk_magnitude
+
+    from tvstore.merge import sparsify as sp
+
+    gen = torch.Generator().manual_seed(3)
+    tau = torch.randn(257, 129, generator=gen) * 0.02
+    if levels is not None:  # few distinct magnitudes: the k-th one is shared, so the sort's order decides
+        tau = torch.round(tau / levels) * levels
+    mk_norm = RescaleNorm.l1 if norm else None
+    for density in (0.01, 0.2, 0.5, 0.9):
+        expected = mk_magnitude(tau, density, mk_norm)
+        assert torch.equal(sp.magnitude(tau, density, norm), expected)
+        owned = tau.clone()
+        assert torch.equal(sp.magnitude(owned, density, norm, inplace=True), expected)
+        assert torch.equal(owned, expected)  # the row was overwritten, not copied

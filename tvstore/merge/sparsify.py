@@ -38,37 +38,75 @@ def tensor_generator(seed: int, name: str, index: int) -> torch.Generator:
 
 
 def rescaled(tensor: torch.Tensor, mask: torch.Tensor, norm: str | None, keep_prob: torch.Tensor | float | None = None,
-             eps: float = 1e-7) -> torch.Tensor:
-    """Apply ``mask``; then restore the chosen norm of ``tensor`` (mergekit's rule)."""
-    masked = tensor * mask
-    if norm is None:
+             eps: float = 1e-7, *, inplace: bool = False) -> torch.Tensor:
+    """Apply ``mask``; then restore the chosen norm of ``tensor`` (mergekit's rule).
+
+    ``inplace`` overwrites ``tensor`` (a merge's own fp32 buffer) with the same
+    values ``tensor * mask`` would give, sparing a copy of the tensor.
+    """
+    if norm not in (None, "inverse", "l1", "l2", "linf"):
+        raise ValueError(f"unknown rescale norm {norm!r}")
+    before = None if norm in (None, "inverse") else _norm(tensor, norm)
+    masked = tensor.mul_(mask) if inplace else tensor * mask
+    if norm is None or (norm == "inverse" and keep_prob is None):
         return masked
     if norm == "inverse":
-        return masked / keep_prob if keep_prob is not None else masked
-    if norm == "l1":
-        before, after = tensor.abs().sum(), masked.abs().sum()
-    elif norm == "l2":
-        before, after = tensor.norm(), masked.norm()
-    elif norm == "linf":
-        before, after = tensor.abs().max(), masked.abs().max()
-    else:
-        raise ValueError(f"unknown rescale norm {norm!r}")
+        return masked.div_(keep_prob) if inplace else masked / keep_prob
+    after = _norm(masked, norm)
     if before < eps or after < eps:
         return masked
-    return masked * (before / after)
+    return masked.mul_(before / after) if inplace else masked * (before / after)
 
 
-def magnitude(tensor: torch.Tensor, density: float, norm: str | None = None) -> torch.Tensor:
-    """Keep the ``density`` fraction of largest-magnitude entries (at least one)."""
+def _norm(tensor: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "l1":
+        return tensor.abs().sum()
+    if norm == "l2":
+        return tensor.norm()
+    return tensor.abs().max()
+
+
+def largest(tensor: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the ``k`` largest-magnitude entries, exactly those mergekit's sort picks.
+
+    mergekit takes ``argsort(|tensor|, descending=True)[:k]``: O(n log n) time
+    and four tensors' worth of memory. The k-th largest magnitude (a partial
+    sort of one copy, in place, O(n)) picks the same entries whenever exactly
+    ``k`` reach it. Only a tie at that threshold leaves the choice to the
+    sort's own order, and then the sort decides. Quantized taus, whose few
+    levels make such a tie near certain (and the partial sort slow), go to the
+    sort at once: a sample of their magnitudes repeats itself.
+    """
+    n = tensor.numel()
+    magnitudes = tensor.abs().reshape(-1).float()
+    if _distinct(magnitudes) and torch.isfinite(magnitudes.sum()):  # NaN and inf order differently in numpy
+        values = magnitudes.numpy()
+        values.partition(n - k)
+        threshold = float(values[n - k])
+        del values, magnitudes
+        keep = (tensor >= threshold) | (tensor <= -threshold)
+        if int(keep.sum()) == k:
+            return keep
+        magnitudes = tensor.abs().reshape(-1).float()
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[torch.argsort(magnitudes, descending=True)[:k]] = True
+    return keep.reshape_as(tensor)
+
+
+def _distinct(magnitudes: torch.Tensor, sample: int = 1024) -> bool:
+    """Whether an evenly spaced sample of ``magnitudes`` is mostly distinct values (not a few levels)."""
+    picked = magnitudes[:: max(1, magnitudes.numel() // sample)][:sample]
+    return torch.unique(picked).numel() >= 0.9 * picked.numel()
+
+
+def magnitude(tensor: torch.Tensor, density: float, norm: str | None = None, *, inplace: bool = False) -> torch.Tensor:
+    """Keep the ``density`` fraction of largest-magnitude entries (at least one); ``inplace`` overwrites ``tensor``."""
     if density >= 1:
         return tensor
     if density <= 0 or tensor.numel() == 0:
-        return torch.zeros_like(tensor)
+        return tensor.zero_() if inplace else torch.zeros_like(tensor)
     k = max(1, int(density * tensor.numel()))
-    mask = torch.zeros(tensor.numel(), dtype=tensor.dtype)
-    top = torch.argsort(tensor.abs().reshape(-1).float(), descending=True)[:k]
-    mask[top] = 1
-    return rescaled(tensor, mask.reshape_as(tensor), norm, keep_prob=density)
+    return rescaled(tensor, largest(tensor, k), norm, keep_prob=density, inplace=inplace)
 
 
 def magnitude_outliers(tensor: torch.Tensor, density: float, gamma: float, norm: str | None = None) -> torch.Tensor:
