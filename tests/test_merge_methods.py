@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tvstore.errors import UsageError
-from tvstore.merge.methods import METHODS, get_method, sign_consensus
+from tvstore.merge.methods import METHODS, agrees, elected_signs, get_method
 from tvstore.merge.sparsify import bernoulli, magnitude, magnitude_outliers, tensor_generator
 
 T = torch.tensor
@@ -53,8 +53,10 @@ def test_ties_weights_enter_the_vote_and_the_divisor() -> None:
     out = merge("ties", [[1.0], [-2.0]], [3.0, 1.0])
     assert torch.allclose(out, T([1.0]))
     # count consensus: one vote each -> tie goes to +
-    assert sign_consensus(T([[1.0], [-5.0]]), "count").tolist() == [[True], [False]]
-    assert sign_consensus(T([[1.0], [-5.0]]), "sum").tolist() == [[False], [True]]
+    deltas = T([[1.0, 0.0], [-5.0, 0.0]])
+    assert elected_signs(deltas, "count").tolist() == [True, True]
+    assert elected_signs(deltas, "sum").tolist() == [False, True]
+    assert [agrees(row, elected_signs(deltas, "sum")).tolist() for row in deltas] == [[False, False], [True, False]]
 
 
 def test_magnitude_prune_and_at_least_one() -> None:

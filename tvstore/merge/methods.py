@@ -1,11 +1,12 @@
 """Merge methods: pure functions from task-vector tensors to one merged delta.
 
-Every method has the signature ``fn(taus, weights, params, *, name, base)``
-and returns the merged *delta* for one tensor (theta = base + delta), so the
-streaming engine can run any of them tensor by tensor. ``taus`` is a list of
-tensors, or one fp32 tensor stacked along dim 0 that the caller gives away:
-methods may overwrite a stacked input, which keeps peak memory near
-(inputs + 3) x tensor instead of twice the inputs. ``params`` holds the
+Every method is ``fn(taus, weights, params, *, name, base)`` and returns the
+merged *delta* for one tensor (theta = base + delta), so the streaming engine
+can run any of them tensor by tensor. It runs in two steps: ``prepare``, an
+optional in-place step on each input's row of one stacked fp32 buffer (trim,
+weigh), independent across inputs so that rows can run on several threads,
+then ``combine`` over the whole buffer. Both overwrite the buffer, so a merge
+needs its inputs plus a few single-tensor temporaries. ``params`` holds the
 shared parameters as scalars and the per-input ones (``density``, ``gamma``,
 ``epsilon``, ``mask_lambda``) as lists aligned with ``taus``; ``MethodSpec``
 declares which is which, with defaults, so recipes can be validated.
@@ -29,6 +30,8 @@ from tvstore.merge import sparsify as sp
 from tvstore.util.bounds import FINITE, NON_NEGATIVE, POSITIVE_INT, UNIT_CLOSED_OPEN, UNIT_OPEN_CLOSED, Bounds
 
 MergeFn = Callable[..., torch.Tensor]
+#: ``prepare(row, i, weights, params, name)``: input ``i``'s step, in place on its row of the stacked buffer
+RowFn = Callable[[torch.Tensor, int, Sequence[float], Mapping[str, Any], str], None]
 REQUIRED = object()  # sentinel default: the recipe must give a value
 
 
@@ -48,10 +51,21 @@ class MethodSpec:
     """A merge method by name: its function and the parameters it understands."""
 
     name: str
-    fn: MergeFn
+    combine: MergeFn
     params: Mapping[str, Param] = field(default_factory=dict)
     #: linear mergekit-style methods accept the base itself as an input (a zero tau)
     base_as_input: bool = False
+    prepare: RowFn | None = None
+
+    def fn(self, taus: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float], params: Mapping[str, Any], *,
+           name: str, base: torch.Tensor | None = None) -> torch.Tensor:
+        """The whole method: a list of tensors is stacked (copied); a stacked fp32 tensor is overwritten."""
+        owned = isinstance(taus, torch.Tensor) and taus.dtype == torch.float32
+        stacked = taus if owned else torch.stack([t.float() for t in taus])
+        if self.prepare is not None:
+            for i, row in enumerate(stacked):
+                self.prepare(row, i, weights, params, name)
+        return self.combine(stacked, weights, params, name=name, base=base)
 
 
 _WEIGHT = Param(float, REQUIRED, per_input=True, bounds=FINITE)
@@ -65,63 +79,88 @@ _COMMON = {
 }
 
 
-def _gta(taus: Sequence[torch.Tensor], weights: Sequence[float], params: Mapping[str, Any], *, name: str,
-         sparsifier: str | None, consensus: bool) -> torch.Tensor:
-    """Generalised task arithmetic, operation for operation as mergekit does it."""
-    norm = sp.rescale_norm(params.get("rescale", False))
-    owned = isinstance(taus, torch.Tensor) and taus.dtype == torch.float32
-    deltas = taus if owned else torch.empty((len(taus), *taus[0].shape), dtype=torch.float32)
-    for i in range(len(taus)):
-        if sparsifier is not None or not owned:
-            deltas[i] = _sparsify(taus[i].float(), sparsifier, params, i, norm, name)
-    w = torch.tensor(list(weights), dtype=torch.float32)
-    while w.dim() < deltas.dim():
-        w.unsqueeze_(-1)
-    deltas.mul_(w)
-    if consensus:
-        mask = sign_consensus(deltas, params.get("consensus", "sum"))
-        divisor = torch.zeros(deltas.shape[1:], dtype=torch.float32)
-        for i, weight in enumerate(weights):  # = (w * mask).sum(0), one row at a time
-            divisor.add_(mask[i], alpha=weight)
-        divisor[divisor == 0] = 1
-        mixed = deltas.mul_(mask).sum(dim=0)
-    else:
+def _trim_and_weigh(sparsifier: str | None) -> RowFn:
+    """Generalised task arithmetic's per-input step: sparsify, then multiply by the weight, as mergekit does."""
+    def prepare(row: torch.Tensor, i: int, weights: Sequence[float], params: Mapping[str, Any], name: str) -> None:
+        _sparsify(row, sparsifier, params, i, sp.rescale_norm(params.get("rescale", False)), name, inplace=True)
+        row.mul_(torch.tensor(weights[i], dtype=torch.float32))
+
+    return prepare
+
+
+def _mix(consensus_: bool) -> MergeFn:
+    """Generalised task arithmetic's combining step, operation for operation as mergekit does it.
+
+    mergekit builds ``(tau * weight * mask).sum(0)`` from whole stacked
+    tensors, a sign and a mask per input among them; here the sign election
+    zeroes one row at a time, in place, with the same floating-point
+    operations, so the merge gives the same bits with one bool mask at a time.
+    """
+    def combine(deltas: torch.Tensor, weights: Sequence[float], params: Mapping[str, Any], *, name: str,
+                base: torch.Tensor | None = None) -> torch.Tensor:
+        if consensus_:
+            divisor = _keep_agreeing(deltas, weights, params.get("consensus", "sum"))
+            divisor[divisor == 0] = 1
+        else:
+            w = torch.tensor(list(weights), dtype=torch.float32)
+            divisor = w.reshape(-1, *[1] * (deltas.dim() - 1)).sum(dim=0)
+            divisor[divisor.abs() < 1e-8] = 1
         mixed = deltas.sum(dim=0)
-        divisor = w.sum(dim=0)
-        divisor[divisor.abs() < 1e-8] = 1
-    del deltas
-    if params.get("normalize", False):
-        mixed /= divisor
-    if params.get("lambda", 1.0) != 1:
-        mixed *= params["lambda"]
-    return mixed
+        if params.get("normalize", False):
+            mixed /= divisor
+        if params.get("lambda", 1.0) != 1:
+            mixed *= params["lambda"]
+        return mixed
+
+    return combine
 
 
 def _sparsify(tau: torch.Tensor, how: str | None, params: Mapping[str, Any], i: int, norm: str | None,
-              name: str) -> torch.Tensor:
+              name: str, *, inplace: bool = False) -> torch.Tensor:
+    """Input ``i``'s trimmed tau; ``inplace`` (magnitude trimming only) overwrites ``tau`` with it."""
     if how is None:
         return tau
     density = params["density"][i]
     if how == "magnitude":
-        return sp.magnitude(tau, density, norm)
+        return sp.magnitude(tau, density, norm, inplace=inplace)
     if how == "outliers":
-        return sp.magnitude_outliers(tau, density, params["gamma"][i], norm)
-    gen = sp.tensor_generator(params.get("seed", 0), name, i)
-    if how == "random":
-        return sp.bernoulli(tau, density, norm, gen)
-    return sp.della_magprune(tau, density, params["epsilon"][i], norm, gen)
+        trimmed = sp.magnitude_outliers(tau, density, params["gamma"][i], norm)
+    else:
+        gen = sp.tensor_generator(params.get("seed", 0), name, i)
+        trimmed = sp.bernoulli(tau, density, norm, gen) if how == "random" else \
+            sp.della_magprune(tau, density, params["epsilon"][i], norm, gen)
+    return tau.copy_(trimmed) if inplace else trimmed
 
 
-def sign_consensus(deltas: torch.Tensor, method: str = "sum") -> torch.Tensor:
-    """TIES sign election: bool mask of entries agreeing with the elected sign.
+def elected_signs(deltas: torch.Tensor, method: str = "sum") -> torch.Tensor:
+    """TIES sign election over the stacked (weighted) deltas: True where + wins.
 
     ``sum`` elects by summed (weighted) mass, as in the TIES paper; ``count``
-    by a plain vote. Ties go to +; zero (trimmed) entries never agree.
+    by a plain vote. Ties go to +.
     """
-    sign = deltas.sign()
-    votes = deltas.sum(dim=0) if method == "sum" else sign.sum(dim=0)
-    majority = (votes >= 0).to(deltas.dtype) * 2 - 1
-    return sign == majority
+    if method == "sum":
+        votes = deltas.sum(dim=0)
+    else:
+        votes = torch.zeros(deltas.shape[1:], dtype=deltas.dtype)
+        for row in deltas:  # small integers: exact in any order, without a stacked sign tensor
+            votes += row.sign()
+    return votes >= 0
+
+
+def agrees(row: torch.Tensor, elected: torch.Tensor) -> torch.Tensor:
+    """Bool mask of one input's entries whose sign is the elected one; zero (trimmed) entries never agree."""
+    return torch.where(elected, row > 0, row < 0)
+
+
+def _keep_agreeing(deltas: torch.Tensor, weights: Sequence[float], method: str) -> torch.Tensor:
+    """Zero, row by row in place, the entries against the elected sign; return the agreeing weights' sum."""
+    elected = elected_signs(deltas, method)
+    divisor = torch.zeros(deltas.shape[1:], dtype=torch.float32)
+    for row, weight in zip(deltas, weights):
+        agree = agrees(row, elected)
+        row.mul_(agree)
+        divisor.add_(agree, alpha=weight)
+    return divisor
 
 
 def consensus(taus: Sequence[torch.Tensor], weights: Sequence[float], params: Mapping[str, Any], *, name: str,
@@ -143,14 +182,6 @@ def consensus(taus: Sequence[torch.Tensor], weights: Sequence[float], params: Ma
     return mtl
 
 
-def _family(sparsifier: str | None, consensus_: bool) -> MergeFn:
-    def fn(taus: Sequence[torch.Tensor], weights: Sequence[float], params: Mapping[str, Any], *, name: str,
-           base: torch.Tensor | None = None) -> torch.Tensor:
-        return _gta(taus, weights, params, name=name, sparsifier=sparsifier, consensus=consensus_)
-
-    return fn
-
-
 def _spec(name: str, sparsifier: str | None, consensus_: bool, normalize: bool, rescale: bool,
           base_as_input: bool = False) -> MethodSpec:
     params = dict(_COMMON, normalize=Param(bool, normalize))
@@ -165,7 +196,7 @@ def _spec(name: str, sparsifier: str | None, consensus_: bool, normalize: bool, 
         params["seed"] = _SEED
     if consensus_:
         params["consensus"] = Param(str, "sum", choices=("sum", "count"))
-    return MethodSpec(name, _family(sparsifier, consensus_), params, base_as_input)
+    return MethodSpec(name, _mix(consensus_), params, base_as_input, _trim_and_weigh(sparsifier))
 
 
 METHODS: dict[str, MethodSpec] = {
