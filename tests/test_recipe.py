@@ -293,7 +293,8 @@ def _recording_method(monkeypatch, result_of) -> list[int]:
         seen.append(taus.data_ptr())
         return result_of(taus)
 
-    monkeypatch.setitem(methods.METHODS, "task_arithmetic", replace(methods.METHODS["task_arithmetic"], fn=fn))
+    spec = replace(methods.METHODS["task_arithmetic"], combine=fn, prepare=None)
+    monkeypatch.setitem(methods.METHODS, "task_arithmetic", spec)
     return seen
 
 
@@ -315,3 +316,79 @@ def test_a_result_living_in_the_input_buffer_is_never_overwritten(monkeypatch) -
     first, second = merger.get("a"), merger.get("b")
     assert first.tolist() == [1.0] * 4 and second.tolist() == [2.0] * 4
     assert seen[0] != seen[1]
+
+
+def _overlap_recording(monkeypatch) -> list[tuple[str, ...]]:
+    """task_arithmetic whose combine step records which tensors are being combined at the same moment."""
+    import threading
+    import time
+
+    from tvstore.merge import methods
+
+    running: set[str] = set()
+    lock = threading.Lock()
+    seen: list[tuple[str, ...]] = []
+    combine = methods.METHODS["task_arithmetic"].combine
+
+    def fn(taus, weights, params, *, name, base):
+        with lock:
+            running.add(name)
+            seen.append(tuple(sorted(running)))
+        time.sleep(0.02)  # long enough for a tensor admitted beside this one to get here too
+        with lock:
+            running.discard(name)
+        return combine(taus, weights, params, name=name, base=base)
+
+    monkeypatch.setitem(methods.METHODS, "task_arithmetic", replace(methods.METHODS["task_arithmetic"], combine=fn))
+    return seen
+
+
+def test_materialize_runs_the_largest_tensor_alone_within_the_bound(monkeypatch) -> None:
+    seen = _overlap_recording(monkeypatch)
+    shapes = {"embed": (64, 16), **{f"small{i}": (16,) for i in range(8)}, "head": (64, 16)}
+    base = Memory({n: torch.zeros(s) for n, s in shapes.items()})
+    inputs = [Memory({n: torch.full(s, float(k + 1)) for n, s in shapes.items()}) for k in range(2)]
+    merger = Merger(load_recipe({"method": "task_arithmetic", "inputs": ["a", "b"]}), base, inputs)
+    assert merger.bound_bytes() == (2 + 2) * 64 * 16 * 4  # (inputs + 2) x the largest tensor, fp32
+    assert merger.working_bytes("small0") == (2 + 2) * 16 * 4
+    merged = list(materialize(merger, workers=2, lookahead=2))
+    assert [n for n, _ in merged] == list(shapes)
+    assert all(torch.equal(t, torch.full(shapes[n], 3.0)) for n, t in merged)
+    assert ("embed",) in seen and ("head",) in seen
+    assert not any(len(group) > 1 and ("embed" in group or "head" in group) for group in seen)
+    assert any(len(group) > 1 for group in seen)  # the small ones do run side by side
+
+
+def test_each_row_runs_every_row_once_even_when_every_worker_waits_on_rows() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tvstore.merge.materialize import each_row
+
+    done: list[tuple[int, int]] = []
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(each_row, lambda row, t=t: done.append((t, row)), 5, pool) for t in range(2)]
+        for job in jobs:
+            job.result(timeout=30)  # a worker waiting on rows queued behind it would hang here
+    assert sorted(done) == [(t, r) for t in range(2) for r in range(5)]
+
+
+def test_each_row_raises_a_rows_error_after_every_row_has_stopped() -> None:
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tvstore.merge.materialize import each_row
+
+    finished: list[int] = []
+
+    def fill(row: int) -> None:
+        if row == 0:
+            raise ValueError("row 0 is bad")
+        time.sleep(0.05)
+        finished.append(row)
+
+    with ThreadPoolExecutor(2) as pool:
+        with pytest.raises(ValueError, match="row 0 is bad"):
+            each_row(fill, 3, pool)
+        started = len(finished)
+        time.sleep(0.1)
+        assert len(finished) == started  # nothing still writing after each_row returned

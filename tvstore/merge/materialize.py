@@ -8,11 +8,13 @@ checkpoint writer or fed to another merge.
 
 ``materialize`` yields ``(name, theta)`` in order, computing a few tensors
 ahead on a small thread pool (torch kernels release the GIL; each worker runs
-torch single-threaded, see :mod:`tvstore.util.parallel`). At most
-``workers + lookahead`` tensors are in flight; each decodes its inputs' taus
-straight into one stacked fp32 buffer that the method reuses, plus the base,
-a sign mask and the result, so peak memory is about (inputs + 3) x largest
-tensor (fp32) x in-flight count, whatever the number of tensors.
+torch single-threaded, see :mod:`tvstore.util.parallel`). Memory follows the
+design's bound, (inputs + 2) x the largest tensor in fp32, whatever the number
+of tensors: a tensor's work costs (its inputs + 2) x its size (its inputs'
+taus stacked in one buffer the method reuses, the base and the result), and a
+tensor starts only while everything in flight, the tensor the consumer holds
+and the idle buffers kept for reuse fit that bound together. Small tensors
+run side by side; the largest runs alone.
 
 Tensors the base lacks but inputs have (a new classification head, say) follow
 the recipe's ``extra_tensors`` policy: ``merge`` treats the base as zeros and
@@ -32,15 +34,16 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, wait
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from tvstore.checkpoint.reader import TensorInfo
 from tvstore.errors import TvstoreError, UsageError
-from tvstore.util.parallel import ordered_map
+from tvstore.util.parallel import tensor_pool
 from tvstore.merge.recipe import Recipe, ResolvedRecipe
 from tvstore.util.refs import Ref
 
@@ -77,7 +80,8 @@ class Merger:
         self._dtype = dtype or resolved.recipe.dtype
         self._kept = self._extra_slots()
         self._names = self._order(base.names())
-        self._spare = threading.local()  # see _inputs_buffer
+        self.spares = Spares()  # stacking buffers kept for reuse, see compute
+        self._bound: int | None = None
 
     def _extra_slots(self) -> list[int]:
         """The inputs whose tensors the base lacks reach the output (none for ``drop``, one for a ``Ref``)."""
@@ -131,54 +135,81 @@ class Merger:
 
     def get(self, name: str) -> torch.Tensor:
         """theta[name] = base + merged delta, computed in fp32, cast to the output dtype."""
+        theta, left = self.compute(name, self.spares.take(self.stack_bytes(name)))
+        if left is not None:
+            self.spares.give(left, keep=self.bound_bytes())
+        return theta
+
+    def stack_bytes(self, name: str) -> int:
+        """The fp32 buffer ``name``'s inputs are stacked in (0 when nothing is merged)."""
+        if name in self._base_names and not _dtype_shape(self._base.info(name))[0].is_floating_point:
+            return 0
+        if name not in self._base_names and self.recipe.recipe.extra_tensors != "merge":
+            return 0
+        slots = self._slots_with(name, all_slots=name in self._base_names)
+        return len(slots) * math.prod(self.info(name)[1]) * 4
+
+    def working_bytes(self, name: str) -> int:
+        """The design's memory for computing ``name``: its stacked inputs, the base and the result, in fp32."""
+        return self.stack_bytes(name) + 2 * math.prod(self.info(name)[1]) * 4
+
+    def bound_bytes(self) -> int:
+        """(inputs + 2) x the largest tensor, in fp32: the most a merge may hold at once."""
+        if self._bound is None:
+            self._bound = max((self.working_bytes(n) for n in self._names), default=0)
+        return self._bound
+
+    def compute(self, name: str, spare: torch.UntypedStorage | None = None, pool: Executor | None = None,
+                ) -> tuple[torch.Tensor, torch.UntypedStorage | None]:
+        """``get(name)``, stacking the inputs in ``spare`` if it is large enough, its rows on ``pool``.
+
+        Returns theta and the stacking buffer when theta does not live in it,
+        for the caller to reuse: fresh memory makes the kernel fault in and
+        zero every page again, much of a task-arithmetic merge's system time.
+        """
         if name not in self._base_names:
-            return self._extra(name)
+            return self._extra(name, spare, pool)
         out_dtype, shape = self.info(name)
         base_dtype, _ = _dtype_shape(self._base.info(name))
         if not base_dtype.is_floating_point:  # integer buffers (position ids...) are not merged
-            return self._base.get(name)
-        theta = self._delta(name, shape, self._slots_with(name, all_slots=True), base=self._base.get(name))
-        return theta.to(out_dtype)
+            return self._base.get(name), spare
+        slots = self._slots_with(name, all_slots=True)
+        theta, left = self._delta(name, shape, slots, spare, pool, self._base.get(name))
+        return theta.to(out_dtype), left
 
     def _slots_with(self, name: str, *, all_slots: bool) -> list[int]:
         return [i for i, held in enumerate(self._held) if all_slots or name in held]
 
-    def _delta(self, name: str, shape: tuple[int, ...], slots: list[int],
-               base: torch.Tensor | None = None) -> torch.Tensor:
+    def _delta(self, name: str, shape: tuple[int, ...], slots: list[int], spare: torch.UntypedStorage | None,
+               pool: Executor | None = None, base: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, torch.UntypedStorage | None]:
         """The merged delta of ``slots``' taus in fp32, plus ``base`` (the base's tensor as stored) if given.
 
-        The base is read once and shared: sources that decode against it get it
-        as stored, the method (some weigh by it) and the sum get it in fp32.
+        Each input's row is decoded and prepared (trimmed, weighed) on its own,
+        on ``pool``'s threads when given: the largest tensors run alone within
+        the memory bound, and their rows keep every core busy. The base is read
+        once and shared: sources that decode against it get it as stored, and
+        the sum gets it in fp32, converted once the method is done.
         """
         plan = self.recipe.plan(name)
-        base32 = None if base is None else base.to(torch.float32)
-        taus = self._inputs_buffer(len(slots), shape)  # given to the method, which may reuse it
-        for row, i in enumerate(slots):
-            self._tau(i, name, shape, out=taus[row], base=base)
+        taus = _stacked(len(slots), shape, spare)  # given to the method, which overwrites it
         weights = [plan.weights[i] for i in slots]
         params = {k: ([v[i] for i in slots] if isinstance(v, list) else v) for k, v in plan.params.items()}
-        fn = self.recipe.recipe.method.fn
-        result = fn(taus, weights, params, name=name, base=base32).to(torch.float32)
-        if result.untyped_storage().data_ptr() != taus.untyped_storage().data_ptr():
-            self._spare.buffer = taus.untyped_storage()  # the result does not live in it: the next tensor's
-        if base32 is not None:
-            result += base32
-        return result
+        method = self.recipe.recipe.method
 
-    def _inputs_buffer(self, count: int, shape: tuple[int, ...]) -> torch.Tensor:
-        """An fp32 ``(count, *shape)`` buffer, in this thread's spare memory when it is large enough.
+        def fill(row: int) -> None:
+            self._tau(slots[row], name, shape, out=taus[row], base=base)
+            if method.prepare is not None:
+                method.prepare(taus[row], row, weights, params, name)
 
-        A merge fills one such buffer per tensor; taking fresh memory each time
-        made the kernel fault in and zero every page of it again, much of a
-        task-arithmetic merge's system time. The spare is per thread (each worker
-        computes its own tensors) and per merger (it goes when the merge does).
-        """
-        numel = count * math.prod(shape)
-        spare = getattr(self._spare, "buffer", None)
-        self._spare.buffer = None  # taken: given back only if the result does not live in it
-        if spare is None or spare.nbytes() < numel * 4:
-            return torch.empty((count, *shape), dtype=torch.float32)
-        return torch.empty(0, dtype=torch.float32).set_(spare, 0, (count, *shape))
+        each_row(fill, len(slots), pool)
+        result = method.combine(taus, weights, params, name=name, base=base).to(torch.float32)
+        stack = taus.untyped_storage()
+        left = None if result.untyped_storage().data_ptr() == stack.data_ptr() else stack
+        del taus
+        if base is not None:
+            result += base.to(torch.float32)
+        return result, left
 
     def _tau(self, slot: int, name: str, shape: tuple[int, ...], out: torch.Tensor | None = None,
              base: torch.Tensor | None = None) -> torch.Tensor:
@@ -202,14 +233,15 @@ class Merger:
             raise TvstoreError(f"input {ref}: tensor {name!r} has shape {tuple(tau.shape)}, {other} {tuple(shape)}")
         return out.copy_(tau)
 
-    def _extra(self, name: str) -> torch.Tensor:
+    def _extra(self, name: str, spare: torch.UntypedStorage | None = None, pool: Executor | None = None,
+               ) -> tuple[torch.Tensor, torch.UntypedStorage | None]:
         """A tensor the base lacks: apply the recipe's ``extra_tensors`` policy."""
         recipe = self.recipe.recipe
         slots = self._slots_with(name, all_slots=False)
         holders = ", ".join(str(recipe.inputs[i].ref) for i in slots)
         out_dtype, shape = self.info(name)
         if isinstance(recipe.extra_tensors, Ref):
-            return self._tau(self._from_slot(recipe.extra_tensors), name, shape).to(out_dtype)
+            return self._tau(self._from_slot(recipe.extra_tensors), name, shape).to(out_dtype), spare
         if recipe.extra_tensors == "refuse":
             raise UsageError(f"tensor {name!r} is not in the base (only in {holders}); method {recipe.method.name!r} "
                              "has no sensible merge for it: set extra_tensors to 'copy', 'merge', 'drop' or {from: REF}")
@@ -217,8 +249,9 @@ class Merger:
             if len(slots) != 1:
                 raise UsageError(f"tensor {name!r} is not in the base and is in several inputs ({holders}); "
                                  "extra_tensors 'copy' needs exactly one: take one input's with {from: REF}, or 'drop'")
-            return self._tau(slots[0], name, shape).to(out_dtype)
-        return self._delta(name, shape, slots).to(out_dtype)
+            return self._tau(slots[0], name, shape).to(out_dtype), spare
+        theta, left = self._delta(name, shape, slots, spare, pool)
+        return theta.to(out_dtype), left
 
 
 def _dtype_shape(info: object) -> tuple[torch.dtype, tuple[int, ...]]:
@@ -229,12 +262,142 @@ def _dtype_shape(info: object) -> tuple[torch.dtype, tuple[int, ...]]:
     return dtype, tuple(shape)
 
 
+def each_row(fn: Callable[[int], None], count: int, pool: Executor | None) -> None:
+    """``fn(0) ... fn(count - 1)``, on ``pool``'s threads too when given.
+
+    The calling thread is itself a pool worker: it runs row 0, then takes back
+    every row no other worker has started, so a worker never waits on work
+    queued behind it (no deadlock when every worker does this at once).
+    """
+    if pool is None or count < 2:
+        for row in range(count):
+            fn(row)
+        return
+    futures = [pool.submit(fn, row) for row in range(1, count)]
+    try:
+        fn(0)
+        for row, fut in enumerate(futures, start=1):
+            if fut.cancel():
+                fn(row)
+            else:
+                fut.result()
+    finally:  # after an error, no row may still be writing into the buffer when it goes back for reuse
+        wait([fut for fut in futures if not fut.cancel()])  # a cancelled future never runs: waiting for it would hang
+
+
+def _stacked(count: int, shape: tuple[int, ...], spare: torch.UntypedStorage | None) -> torch.Tensor:
+    """An fp32 ``(count, *shape)`` buffer, in ``spare`` when it is large enough."""
+    if spare is None or spare.nbytes() < count * math.prod(shape) * 4:
+        return torch.empty((count, *shape), dtype=torch.float32)
+    return torch.empty(0, dtype=torch.float32).set_(spare, 0, (count, *shape))
+
+
+class Spares:
+    """Idle stacking buffers of finished tensors, for the next ones to reuse (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._idle: list[torch.UntypedStorage] = []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> torch.UntypedStorage | None:
+        """The smallest idle buffer of at least ``nbytes``, removed from the pool; ``None`` if none fits."""
+        if nbytes <= 0:
+            return None
+        with self._lock:
+            fits = [b for b in self._idle if b.nbytes() >= nbytes]
+            if not fits:
+                return None
+            best = min(fits, key=lambda b: b.nbytes())
+            self._idle.remove(best)
+            return best
+
+    def give(self, buffer: torch.UntypedStorage, keep: int) -> None:
+        """Keep ``buffer`` for reuse, unless the idle buffers would then exceed ``keep`` bytes."""
+        with self._lock:
+            if self.idle_bytes() + buffer.nbytes() <= keep:
+                self._idle.append(buffer)
+
+    def idle_bytes(self) -> int:
+        return sum(b.nbytes() for b in self._idle)
+
+    def shrink(self, keep: int) -> None:
+        """Drop idle buffers, largest first, until they hold at most ``keep`` bytes."""
+        with self._lock:
+            self._idle.sort(key=lambda b: b.nbytes())
+            while self._idle and self.idle_bytes() > keep:
+                self._idle.pop()
+
+
 def materialize(merger: Merger, *, workers: int = 2, lookahead: int = 1) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(name, theta)`` in order, computing up to ``workers + lookahead`` tensors ahead."""
+    """Yield ``(name, theta)`` in order, up to ``workers + lookahead`` tensors ahead, within the memory bound."""
     names = merger.names()
-    tensors = ordered_map(merger.get, names, max(1, workers), workers + max(0, lookahead), "tvstore-merge")
-    with closing(tensors):  # a consumer that stops early must not leave work running
-        yield from zip(names, tensors)
+    if workers <= 1:
+        for name in names:
+            yield name, merger.get(name)
+        return
+    with tensor_pool(workers, "tvstore-merge") as pool:
+        flight = _Flight(merger, pool, workers + max(0, lookahead))
+        try:
+            for name in names:
+                while not flight.start(name):
+                    yield flight.oldest()
+                    flight.release()
+            while flight.pending:
+                yield flight.oldest()
+                flight.release()
+        finally:  # a consumer that stops early must not leave work running
+            flight.cancel()
+
+
+class _Flight:
+    """The tensors of a merge being computed, admitted in order within :meth:`Merger.bound_bytes`.
+
+    A tensor starts only while the tensors in flight, the one the consumer
+    holds, its own work and the idle spare buffers fit the bound; idle spares
+    are dropped before work waits for them, and a tensor always starts when
+    nothing else is in flight.
+    """
+
+    def __init__(self, merger: Merger, pool: Executor, window: int) -> None:
+        self.merger, self.pool, self.window = merger, pool, window
+        self.limit = merger.bound_bytes()
+        self.pending: deque[tuple[str, Future, int]] = deque()
+        self.used = 0  # the work in flight and the tensor the consumer holds, as the design counts them
+        self._held: tuple[int, torch.UntypedStorage | None] = (0, None)
+
+    def start(self, name: str) -> bool:
+        """Submit ``name`` if it fits beside the work in flight; ``False`` (nothing started) if it must wait."""
+        spares, stack = self.merger.spares, self.merger.stack_bytes(name)
+        spare = spares.take(stack)
+        cost = self.merger.working_bytes(name) - stack + (spare.nbytes() if spare is not None else stack)
+        spares.shrink(max(0, self.limit - self.used - cost))
+        fits = len(self.pending) < self.window and self.used + cost + spares.idle_bytes() <= self.limit
+        if self.pending and not fits:
+            if spare is not None:
+                spares.give(spare, keep=self.limit)
+            return False
+        self.pending.append((name, self.pool.submit(self.merger.compute, name, spare, self.pool), cost))
+        self.used += cost
+        return True
+
+    def oldest(self) -> tuple[str, torch.Tensor]:
+        """The earliest tensor, once computed; it stays counted until :meth:`release`."""
+        name, fut, cost = self.pending.popleft()
+        theta, left = fut.result()
+        self._held = (cost, left)
+        return name, theta
+
+    def release(self) -> None:
+        """The consumer is done with the tensor :meth:`oldest` gave: its memory is free, its buffer a spare."""
+        cost, left = self._held
+        self._held = (0, None)
+        self.used -= cost
+        if left is not None:
+            self.merger.spares.give(left, keep=self.limit)
+
+    def cancel(self) -> None:
+        for _, fut, _ in self.pending:
+            fut.cancel()
 
 
 class LazyMerged(Mapping[str, torch.Tensor]):
