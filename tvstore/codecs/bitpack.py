@@ -18,12 +18,13 @@ import struct
 import numpy as np
 import zstandard
 
+from tvstore.codecs.planes import UINT
+
 #: first byte of a payload that stands for "the tensor is all zeros" (real
 #: payloads start with a format version >= 1), so a zero tensor costs 1 byte.
 ZERO_PAYLOAD = b"\x00"
 
 _WORD = {1: np.uint8, 2: np.uint16, 3: np.uint32, 4: np.uint32}
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}  # a table entry of this many bytes
 
 
 def _zc(data: bytes, level: int = 3) -> bytes:
@@ -154,7 +155,7 @@ def lookup(data: bytes | np.ndarray, bits: int, n: int, values: np.ndarray, out:
         return _lookup_unpacked(raw, bits, n, values, out)
     per = 8 // bits
     codes = (np.arange(256)[:, None] >> (bits * np.arange(per - 1, -1, -1))) & ((1 << bits) - 1)  # first code first
-    entry = np.dtype(_UINT.get(per * values.itemsize, f"V{per * values.itemsize}"))  # uints move ~10% faster
+    entry = np.dtype(UINT.get(per * values.itemsize, f"V{per * values.itemsize}"))  # uints move ~10% faster
     table = np.ascontiguousarray(values[codes]).view(entry).reshape(256)
     whole = n // per  # packed bytes whose codes all land in ``out``; a last partial byte is looked up alone
     pairs = out[: whole * per].view(entry)

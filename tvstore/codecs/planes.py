@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+#: the unsigned integer of each width in bytes, for moving raw entries as integers
+UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _TORCH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _CHUNK_BYTES = 256 * 1024  # per chunk of the fused transforms: source + temporaries stay in L2
 
@@ -31,7 +32,7 @@ def as_uint(tensor: torch.Tensor) -> np.ndarray:
     """The raw bits of a contiguous tensor as a flat unsigned numpy array."""
     flat = tensor.detach().contiguous().reshape(-1)
     width = flat.element_size()
-    return flat.view(_TORCH_INT[width]).numpy().view(_UINT[width])
+    return flat.view(_TORCH_INT[width]).numpy().view(UINT[width])
 
 
 def from_uint(bits: np.ndarray, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -88,7 +89,7 @@ def join_planes(planes: list[bytes], width: int) -> np.ndarray:
     out = np.empty((n, width), dtype=np.uint8)
     for i, plane in enumerate(planes):
         out[:, width - 1 - i] = np.frombuffer(plane, dtype=np.uint8)
-    return out.reshape(-1).view(np.dtype(_UINT[width]).newbyteorder("<")).astype(_UINT[width], copy=False)
+    return out.reshape(-1).view(np.dtype(UINT[width]).newbyteorder("<")).astype(UINT[width], copy=False)
 
 
 def join_rotated(planes: list, width: int, rotate: bool, out: np.ndarray | None = None) -> np.ndarray:
@@ -101,7 +102,7 @@ def join_rotated(planes: list, width: int, rotate: bool, out: np.ndarray | None 
     n = len(planes[0]) if planes else 0
     if out is None:
         out = np.empty(n * width, dtype=np.uint8)
-    result = out.reshape(-1).view(np.uint8).view(np.dtype(_UINT[width]).newbyteorder("<"))
+    result = out.reshape(-1).view(np.uint8).view(np.dtype(UINT[width]).newbyteorder("<"))
     grid = result.view(np.uint8).reshape(n, width)
     sources = [np.frombuffer(p, dtype=np.uint8) for p in planes]
     step = max(1, _CHUNK_BYTES // width)
@@ -112,7 +113,7 @@ def join_rotated(planes: list, width: int, rotate: bool, out: np.ndarray | None 
             grid[start:stop, width - 1 - i] = src[start:stop]
         if rotate:
             _rotate_right_inplace(result[start:stop], tmp[: stop - start])
-    return result.astype(_UINT[width], copy=False)
+    return result.astype(UINT[width], copy=False)
 
 
 def xor_planes_into(planes: list, width: int, out: np.ndarray) -> None:
@@ -123,7 +124,7 @@ def xor_planes_into(planes: list, width: int, out: np.ndarray) -> None:
     its strided byte column of ``out`` instead ran at half the speed.
     """
     n = len(planes[0]) if planes else 0
-    result = out.reshape(-1).view(np.uint8).view(np.dtype(_UINT[width]).newbyteorder("<"))
+    result = out.reshape(-1).view(np.uint8).view(np.dtype(UINT[width]).newbyteorder("<"))
     sources = [np.frombuffer(p, dtype=np.uint8) for p in planes]
     step = max(1, _CHUNK_BYTES // width)
     word = np.empty(min(step, n), dtype=result.dtype)
