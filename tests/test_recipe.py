@@ -392,3 +392,19 @@ def test_each_row_raises_a_rows_error_after_every_row_has_stopped() -> None:
         started = len(finished)
         time.sleep(0.1)
         assert len(finished) == started  # nothing still writing after each_row returned
+
+
+def test_spares_hand_out_the_smallest_fit_and_stay_within_what_they_may_keep() -> None:
+    from tvstore.merge.materialize import Spares
+
+    spares = Spares()
+    small, large = torch.empty(10).untyped_storage(), torch.empty(100).untyped_storage()
+    spares.give(large, keep=400)
+    spares.give(small, keep=400)  # 40 more bytes than it may keep: dropped
+    assert spares.idle_bytes() == 400
+    spares.give(small, keep=440)
+    assert spares.take(8) is small  # the smallest that fits, not the first
+    assert spares.take(1000) is None and spares.idle_bytes() == 400
+    spares.give(small, keep=440)
+    spares.shrink(40)  # largest first
+    assert spares.idle_bytes() == 40 and spares.take(40) is small
