@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-scale bench-ab eval clean
+.PHONY: demo test bench bench-scale bench-ab bench-ab-merge eval clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3.x)"; exit 2; }
@@ -51,6 +51,12 @@ bench-ab: $(STAMP)
 	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/rebuild --before $(BEFORE)
 	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/rebuild --before $(BEFORE) --scale
 	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/rebuild --before $(BEFORE) --cli
+	$(BENCH_PY) benchmarks/update_readme.py
+
+# A merge-path change against the commit BEFORE it: bench_merge's merges by both, alternated, with a profile of each
+bench-ab-merge: $(STAMP)
+	@test -n "$(BEFORE)" || { echo "usage: make bench-ab-merge BEFORE=<commit>"; exit 2; }
+	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/ab --before $(BEFORE) --merge
 	$(BENCH_PY) benchmarks/update_readme.py
 
 # The accuracy evaluation (benchmarks/eval/harness.py): MiniLM and MPNet x 3 seeds x 3 tasks, fine-tunes

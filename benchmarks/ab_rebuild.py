@@ -18,12 +18,19 @@ start-up or exit makes, which an in-process rebuild does not see. The CLI's
 source folder (``cli/``) installs inside ``tvstore``, so each side's is reached
 through a shim folder on ``tvstore``'s package path, the same way on both sides.
 
+With ``--merge`` each child is bench_merge's merge (``Registry.merge_to_dir`` of
+task arithmetic and TIES over 2 and 8 of its fine-tunes, lossless and 4-bit,
+its 25M-parameter fp32 model and registries), and each row also profiles both
+sides once: the merge's tensors computed on one thread under cProfile, own
+time per part.
+
 Results: ``benchmarks/results/ab_rebuild.{md,json}`` (``--scale``: ``ab_rebuild_scale``; ``--cli``:
-``ab_cli_pull``).
+``ab_cli_pull``; ``--merge``: ``ab_merge``).
 
     python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b            # 168M, ~2 min
     python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b --scale    # 1.2B, ~5 min
     python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b --cli      # 168M, CLI pulls, ~2 min
+    python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b --merge    # 25M fp32 merges, ~6 min
 """
 
 from __future__ import annotations
@@ -40,8 +47,11 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import torch
+
 import bench_merge as bm  # noqa: E402  (this folder is on sys.path when run as a script)
 import bench_rebuild as br  # noqa: E402
+import common  # noqa: E402
 import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +90,18 @@ def cli_pull(tree: Path, shim: Path, home: Path, codec: str, out: Path) -> dict:
     return {"wall_s": wall}
 
 
+def merged(tree: Path, home: Path, recipe: Path, out: Path, child: str = "tvstore") -> dict:
+    """One bench_merge child importing tvstore from ``tree``: the merge written to ``out``, or (``tvstore-profile``)
+    its tensors computed under cProfile."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    args = [str(home), str(recipe), str(out), ""] if child == "tvstore" else [str(home), str(recipe)]
+    result: dict = {}
+    for line in common.run_child(bm.__file__, child, *args, out=out, env=env):
+        if line.startswith("{"):
+            result.update(json.loads(line))
+    return result
+
+
 def cli_shim(tree: Path, work: Path, side: str) -> Path:
     """A folder holding ``cli`` and ``migrations`` links to ``tree``'s, put first on ``tvstore.__path__``."""
     shim = work / f"cli-shim-{side}"
@@ -112,7 +134,8 @@ def row(children: dict[str, Callable[[], dict]], label: dict, repeat: int, measu
         out[f"{side}_wall_range"] = [min(walls), max(walls)]
     for key in measures:
         out[f"ratio_{key}"] = out[f"after_{key}"] / out[f"before_{key}"]
-    print(f"  {label['codec']} x{label['workers']}: before {out['before_wall_s']:.2f}s after {out['after_wall_s']:.2f}s",
+    what = " ".join(str(label[k]) for k in ("method", "tasks", "codec") if k in label)
+    print(f"  {what} x{label['workers']}: before {out['before_wall_s']:.2f}s after {out['after_wall_s']:.2f}s",
           flush=True)
     return out
 
@@ -132,9 +155,31 @@ def cli_rows(trees: dict[str, Path], homes: dict[str, Path], a: argparse.Namespa
             for codec in br.SCALE_CODECS]
 
 
+MERGES = [(method, n) for method in ("task_arithmetic", "ties") for n in (2, 8)]
+
+
+def merge_rows(trees: dict[str, Path], a: argparse.Namespace) -> list[dict]:
+    work = a.work / "merge"
+    homes = bm.prepare(work, bm.llama_config(**bm.MODEL), max(n for _, n in MERGES), br.SCALE_CODECS)
+    rows = []
+    for method, n in MERGES:
+        recipe = work / f"{method}-{n}.yml"
+        recipe.write_text(bm.mergekit_yaml(method, n))
+        for codec in br.SCALE_CODECS:
+            children = {side: partial(merged, tree, homes[codec], recipe, work / f"ab-out-{side}")
+                        for side, tree in trees.items()}
+            r = row(children, {"method": method, "tasks": n, "codec": codec, "workers": 2}, a.repeat, MEASURES)
+            r["profile"] = {side: merged(tree, homes[codec], recipe, work / "ab-out", "tvstore-profile")["parts"]
+                            for side, tree in trees.items()}
+            rows.append(r)
+    return rows
+
+
 def report(res: dict) -> str:
     if res.get("cli"):
         return cli_report(res)
+    if res.get("merge"):
+        return merge_report(res)
     lines = [f"# Rebuild into memory, before and after ({res['model']})", "",
              machine.describe(res["machine"]), "", f"Command: `{res['command']}`", "",
              f"Before: tvstore at {res['before']}; after: tvstore at {res['after']}. Each row runs one uncounted "
@@ -170,6 +215,47 @@ def cli_report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_model() -> tuple[str, float]:
+    """bench_merge's default model, described, and its largest tensor in fp32 MiB."""
+    cfg = bm.llama_config(**bm.MODEL)
+    params = sum(torch.Size(shape).numel() for _, shape in bm.llama_shapes(cfg))
+    largest = bm.largest_tensor_mib(cfg)
+    return f"{params / 1e6:.1f}M parameters, fp32, largest tensor {largest:.0f} MiB", largest
+
+
+def merge_report(res: dict) -> str:
+    lines = [f"# Merges, before and after ({res['model']})", "", machine.describe(res["machine"]), "",
+             f"Command: `{res['command']}`", "",
+             f"Before: tvstore at {res['before']}; after: tvstore at {res['after']}. Each row runs one uncounted "
+             f"warm-up child per side, then alternates a before and an after child {res['repeat']} times "
+             "(bench_merge's `Registry.merge_to_dir` child, 2 worker threads, warm page cache); medians, with the range "
+             "of the wall times. Memory: peak anonymous memory above the child's start (after imports), also over "
+             "the design's bound, (inputs + 2) x the largest tensor in fp32.", "",
+             "| method | n | codec | before s | after s | after / before | before range s | after range s "
+             "| CPU user s before / after | CPU sys s before / after | memory MiB before / after "
+             "| memory / bound before / after |",
+             "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in res["rows"]:
+        bound = (r["tasks"] + 2) * res["largest_mib"]
+        lines.append(
+            f"| {r['method']} | {r['tasks']} | {r['codec']} | {r['before_wall_s']:.2f} | {r['after_wall_s']:.2f} "
+            f"| {r['ratio_wall_s']:.2f}x | {r['before_wall_range'][0]:.2f}-{r['before_wall_range'][1]:.2f} "
+            f"| {r['after_wall_range'][0]:.2f}-{r['after_wall_range'][1]:.2f} "
+            f"| {r['before_cpu_user_s']:.2f} / {r['after_cpu_user_s']:.2f} "
+            f"| {r['before_cpu_sys_s']:.2f} / {r['after_cpu_sys_s']:.2f} "
+            f"| {r['before_peak_anon_mib']:.0f} / {r['after_peak_anon_mib']:.0f} "
+            f"| {r['before_peak_anon_mib'] / bound:.2f} / {r['after_peak_anon_mib'] / bound:.2f} |")
+    lines += ["", "Where the time goes: one profiled run per side and row, the merge's tensors computed on one thread "
+              "(not written), seconds of own time per part, the three largest parts of each side.", "",
+              "| method | n | codec | before | after |", "|---|--:|---|---|---|"]
+    for r in res["rows"]:
+        top = {side: ", ".join(f"{name} {sec:.2f}" for name, sec in sorted(
+            r["profile"][side].items(), key=lambda kv: -kv[1])[:3]) + f" (of {sum(r['profile'][side].values()):.2f} s)"
+            for side in ("before", "after")}
+        lines.append(f"| {r['method']} | {r['tasks']} | {r['codec']} | {top['before']} | {top['after']} |")
+    return "\n".join(lines) + "\n"
+
+
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="models, registries and the --before worktree")
@@ -177,32 +263,37 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--scale", action="store_true", help="the 1.2B-parameter model")
     ap.add_argument("--cli", action="store_true", help="whole `tvstore pull --checkpoint` processes (168M)")
+    ap.add_argument("--merge", action="store_true", help="bench_merge's merges (25M fp32), with a profile per side")
     a = ap.parse_args()
-    if a.cli and a.scale:
-        ap.error("--cli runs at 168M only")
+    if sum([a.cli, a.scale, a.merge]) > 1:
+        ap.error("--cli, --scale and --merge are separate runs")
     a.size = "1.2B" if a.scale else "168M"
     return a
 
 
 def main() -> None:
     a = parse_args()
-    cfg = bm.llama_config(*br.SIZES[a.size])
-    params, nbytes, largest_mib = br.model_sizes(cfg)
-    work = a.work / a.size
-    work.mkdir(parents=True, exist_ok=True)
     before_tree, before = checkout(a.before, a.work)
     before_state = machine.snapshot(settle=True)
-    homes = br.prepare(work, cfg, br.SCALE_CODECS, reuse=True)  # bench_rebuild's in-memory rows, for these codecs
     trees = {"before": before_tree, "after": ROOT}
-    rows = cli_rows(trees, homes, a, work) if a.cli else rebuild_rows(trees, homes, a)
-    res = {"model": f"{params / 1e6:.1f}M parameters, bf16, {nbytes / 2**20:.0f} MiB per checkpoint, "
-                    f"largest tensor {largest_mib:.0f} MiB",
-           "before": before, "after": before_state["commit"], "cli": a.cli,
+    if a.merge:
+        rows, model, largest_mib = merge_rows(trees, a), *merge_model()
+    else:
+        cfg = bm.llama_config(*br.SIZES[a.size])
+        params, nbytes, largest_mib = br.model_sizes(cfg)
+        work = a.work / a.size
+        work.mkdir(parents=True, exist_ok=True)
+        homes = br.prepare(work, cfg, br.SCALE_CODECS, reuse=True)  # bench_rebuild's in-memory rows, for these codecs
+        rows = cli_rows(trees, homes, a, work) if a.cli else rebuild_rows(trees, homes, a)
+        model = (f"{params / 1e6:.1f}M parameters, bf16, {nbytes / 2**20:.0f} MiB per checkpoint, "
+                 f"largest tensor {largest_mib:.0f} MiB")
+    res = {"model": model, "largest_mib": largest_mib,
+           "before": before, "after": before_state["commit"], "cli": a.cli, "merge": a.merge,
            "repeat": a.repeat, "command": "python " + " ".join(sys.argv), "rows": rows,
            "machine": machine.finish(before_state)}
     text = report(res)
     print(text)
-    name = "ab_cli_pull" if a.cli else "ab_rebuild_scale" if a.scale else "ab_rebuild"
+    name = "ab_merge" if a.merge else "ab_cli_pull" if a.cli else "ab_rebuild_scale" if a.scale else "ab_rebuild"
     path = bm.results_path(name, a.work, quick=False)
     path.with_suffix(".md").write_text(text)
     path.with_suffix(".json").write_text(json.dumps(res, indent=2))

@@ -220,6 +220,30 @@ def run_tvstore(home: str, recipe: str, out: str, database_url: str = "") -> Non
     child_report(t0)
 
 
+def run_tvstore_profile(home: str, recipe: str) -> None:
+    """The merge's tensors computed on one thread under cProfile (which sees only its own thread), not written:
+    seconds of own time per part (``bench_rebuild.own_time_by_part``, with the merge's sorts apart)."""
+    import cProfile
+
+    import bench_rebuild as br
+    from tvstore.merge import materialize
+
+    torch.set_num_threads(1)
+    prof = cProfile.Profile()
+    with open_registry(home) as reg:
+        merger = reg.merger(Path(recipe))
+        prof.enable()
+        for _ in materialize(merger, workers=1):
+            pass
+        prof.disable()
+    print(json.dumps({"parts": br.own_time_by_part(prof, MERGE_PROFILE_PARTS)}))
+
+
+#: a merge's own parts, ahead of bench_rebuild's (a part takes the functions no earlier part took)
+MERGE_PROFILE_PARTS = (("full sort (torch.argsort)", ("torch.argsort",)),
+                       ("partial sort (numpy partition)", ("'partition' of 'numpy.ndarray'",)))
+
+
 def run_load_full(ckpt: str) -> None:
     from safetensors.torch import load_file
 
@@ -272,8 +296,8 @@ def run_push(home: str, name: str, path: str) -> None:
     child_report(t0)
 
 
-CHILDREN = {"mergekit": run_mergekit, "tvstore": run_tvstore, "load-full": run_load_full, "rebuild": run_rebuild,
-            "pull": run_pull, "push": run_push}
+CHILDREN = {"mergekit": run_mergekit, "tvstore": run_tvstore, "tvstore-profile": run_tvstore_profile,
+            "load-full": run_load_full, "rebuild": run_rebuild, "pull": run_pull, "push": run_push}
 
 
 # ---- measuring ----------------------------------------------------------------------------------
@@ -462,9 +486,9 @@ def scale_rows(work: Path, cfg: dict, label: str) -> list[dict]:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--hidden", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--vocab", type=int, default=8000)
+    ap.add_argument("--hidden", type=int, default=MODEL["hidden"])
+    ap.add_argument("--layers", type=int, default=MODEL["layers"])
+    ap.add_argument("--vocab", type=int, default=MODEL["vocab"])
     ap.add_argument("--tasks", default="2,4,8")
     ap.add_argument("--methods", default="task_arithmetic,ties")
     ap.add_argument("--codecs", default="lossless,quant:bits=4")
@@ -486,6 +510,7 @@ def parse_args() -> argparse.Namespace:
     return a
 
 
+MODEL = {"hidden": 512, "layers": 4, "vocab": 8000}  # ~25M parameters, the default
 BIG = {"hidden": 2048, "layers": 18, "vocab": 8000}
 
 

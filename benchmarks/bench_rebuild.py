@@ -222,15 +222,16 @@ PROFILE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def own_time_by_part(prof) -> dict[str, float]:
-    """A cProfile run's own time per function, summed per part of :data:`PROFILE_PARTS` (the rest: "Python and other")."""
+def own_time_by_part(prof, first: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> dict[str, float]:
+    """A cProfile run's own time per function, summed per part of ``first`` then :data:`PROFILE_PARTS`
+    (the rest: "Python and other")."""
     import pstats
 
-    parts = dict.fromkeys([name for name, _ in PROFILE_PARTS] + ["Python and other"], 0.0)
+    table = (*first, *PROFILE_PARTS)
+    parts = dict.fromkeys([name for name, _ in table] + ["Python and other"], 0.0)
     for (path, line, func), (_, _, own, _, _) in pstats.Stats(prof).stats.items():
         key = f"{path}:{line}:{func}"
-        parts[next((name for name, needles in PROFILE_PARTS if any(n in key for n in needles)),
-                   "Python and other")] += own
+        parts[next((name for name, needles in table if any(n in key for n in needles)), "Python and other")] += own
     return parts
 
 

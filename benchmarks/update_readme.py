@@ -161,6 +161,19 @@ def ab_cli_paragraph(ab: dict) -> str:
             f"{load_text(ab['machine'])}): {ab['model']}: {rows}. Table: `benchmarks/results/ab_cli_pull.md`.")
 
 
+def ab_merge_paragraph(ab: dict) -> str:
+    """The last change to the merge path: bench_merge's merges by two commits, alternated in one run."""
+    rows = ", ".join(f"{r['method']} n={r['tasks']} {r['codec']} {r['before_wall_s']:.2f} -> {r['after_wall_s']:.2f} s "
+                     f"({r['ratio_wall_s']:.2f}x, {apart(r)}; memory {r['before_peak_anon_mib']:.0f} -> "
+                     f"{r['after_peak_anon_mib']:.0f} MiB, {r['after_peak_anon_mib'] / ((r['tasks'] + 2) * ab['largest_mib']):.2f}x "
+                     f"the bound)" for r in ab["rows"])
+    return (f"**Before and after, merges** (`make bench-ab-merge BEFORE={ab['before']}`: `benchmarks/ab_rebuild.py --merge`, "
+            f"bench_merge's `merge_to_dir` by tvstore at {ab['before']} and at {ab['after']}, after a warm-up child "
+            f"each, alternated {ab['repeat']} times in one run, medians; memory is the peak above the child's start, "
+            f"the bound (inputs + 2) x the largest tensor; {load_text(ab['machine'])}): {ab['model']}: {rows}. "
+            f"Table, with a profile of each side: `benchmarks/results/ab_merge.md`.")
+
+
 def codecs_paragraph(c: dict) -> str:
     best = c["smallest_under_0.3"]
     ll, zs, zp = best["lossless"], best["zstd-3 (fp32 bytes)"], best["zipnn"]
@@ -235,6 +248,7 @@ PARAGRAPHS: list[tuple[str, Callable[[], str | None]]] = [
     ("rebuild_scale", lambda: scale_paragraph(s, load("rebuild")) if (s := load("rebuild_scale")) else None),
     ("ab_rebuild", lambda: ab_paragraph(ab, load("ab_rebuild_scale")) if (ab := load("ab_rebuild")) else None),
     ("ab_cli_pull", lambda: ab_cli_paragraph(ab) if (ab := load("ab_cli_pull")) else None),
+    ("ab_merge", lambda: ab_merge_paragraph(ab) if (ab := load("ab_merge")) else None),
     ("codecs", lambda: codecs_paragraph(c) if (c := load("codecs")) else None),
     ("merge", lambda: merge_paragraph(m) if (m := load("merge")) else None),
     ("metadata", lambda: team_paragraph(load("metadata"), load("push_pull")) or None),
@@ -257,7 +271,7 @@ def block() -> str:
     for name, make in PARAGRAPHS:
         text = make()
         make_target = {"rebuild_scale": "make bench-scale", "ab_rebuild": "make bench-ab BEFORE=<commit>",
-                       "ab_cli_pull": "make bench-ab BEFORE=<commit>"}.get(
+                       "ab_cli_pull": "make bench-ab BEFORE=<commit>", "ab_merge": "make bench-ab-merge BEFORE=<commit>"}.get(
             name, "make bench")
         out += [text + provenance(name) if text else f"(`benchmarks/results/{name}.json` is missing: run `{make_target}`.)", ""]
     return "\n".join(out) + END
