@@ -117,7 +117,7 @@ def _mix(consensus_: bool) -> MergeFn:
 
 def _sparsify(tau: torch.Tensor, how: str | None, params: Mapping[str, Any], i: int, norm: str | None,
               name: str, *, inplace: bool = False) -> torch.Tensor:
-    """Input ``i``'s trimmed tau; ``inplace`` (magnitude trimming only) overwrites ``tau`` with it."""
+    """Input ``i``'s trimmed tau; ``inplace`` overwrites ``tau`` with it (magnitude trimming without a copy)."""
     if how is None:
         return tau
     density = params["density"][i]

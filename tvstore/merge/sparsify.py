@@ -44,7 +44,7 @@ def rescaled(tensor: torch.Tensor, mask: torch.Tensor, norm: str | None, keep_pr
     ``inplace`` overwrites ``tensor`` (a merge's own fp32 buffer) with the same
     values ``tensor * mask`` would give, sparing a copy of the tensor.
     """
-    if norm not in (None, "inverse", "l1", "l2", "linf"):
+    if norm is not None and norm not in RESCALE_CHOICES:
         raise ValueError(f"unknown rescale norm {norm!r}")
     before = None if norm in (None, "inverse") else _norm(tensor, norm)
     masked = tensor.mul_(mask) if inplace else tensor * mask
