@@ -403,8 +403,22 @@ def test_spares_hand_out_the_smallest_fit_and_stay_within_what_they_may_keep() -
     spares.give(small, keep=400)  # 40 more bytes than it may keep: dropped
     assert spares.idle_bytes() == 400
     spares.give(small, keep=440)
+    assert spares.take(8, at_most=39) is None  # only a buffer that is not much larger than the need
     assert spares.take(8) is small  # the smallest that fits, not the first
     assert spares.take(1000) is None and spares.idle_bytes() == 400
     spares.give(small, keep=440)
     spares.shrink(40)  # largest first
     assert spares.idle_bytes() == 40 and spares.take(40) is small
+
+
+def test_the_largest_tensors_idle_buffer_does_not_serialize_the_next_ones(monkeypatch) -> None:
+    seen = _overlap_recording(monkeypatch)
+    shapes = {"embed": (64, 16), **{f"mid{i}": (20, 20) for i in range(6)}}
+    base = Memory({n: torch.zeros(s) for n, s in shapes.items()})
+    inputs = [Memory({n: torch.full(s, float(k + 1)) for n, s in shapes.items()}) for k in range(2)]
+    merger = Merger(load_recipe({"method": "task_arithmetic", "inputs": ["a", "b"]}), base, inputs)
+    # a mid tensor taking the embedding's 8 KiB stacking buffer would count 11.2 KiB of the 16 KiB bound,
+    # and no second one (6.4 KiB) would fit beside it
+    assert merger.working_bytes("mid0") == (2 + 2) * 400 * 4 and merger.bound_bytes() == 16384
+    assert all(torch.equal(t, torch.full(shapes[n], 3.0)) for n, t in materialize(merger, workers=2, lookahead=2))
+    assert any(len(group) > 1 for group in seen)

@@ -266,8 +266,9 @@ def each_row(fn: Callable[[int], None], count: int, pool: Executor | None) -> No
     """``fn(0) ... fn(count - 1)``, on ``pool``'s threads too when given.
 
     The calling thread is itself a pool worker: it runs row 0, then takes back
-    every row no other worker has started, so a worker never waits on work
-    queued behind it (no deadlock when every worker does this at once).
+    every row no other worker has started, and only then waits for the rows
+    others run, so a worker never waits on work queued behind it (no deadlock
+    when every worker does this at once), nor idles while rows are left.
     """
     if pool is None or count < 2:
         for row in range(count):
@@ -279,7 +280,8 @@ def each_row(fn: Callable[[int], None], count: int, pool: Executor | None) -> No
         for row, fut in enumerate(futures, start=1):
             if fut.cancel():
                 fn(row)
-            else:
+        for fut in futures:
+            if not fut.cancelled():
                 fut.result()
     finally:  # after an error, no row may still be writing into the buffer when it goes back for reuse
         wait([fut for fut in futures if not fut.cancel()])  # a cancelled future never runs: waiting for it would hang
@@ -299,12 +301,13 @@ class Spares:
         self._idle: list[torch.UntypedStorage] = []
         self._lock = threading.Lock()
 
-    def take(self, nbytes: int) -> torch.UntypedStorage | None:
-        """The smallest idle buffer of at least ``nbytes``, removed from the pool; ``None`` if none fits."""
+    def take(self, nbytes: int, at_most: int | None = None) -> torch.UntypedStorage | None:
+        """The smallest idle buffer of at least ``nbytes`` (and at most ``at_most``), removed from the pool;
+        ``None`` if none fits."""
         if nbytes <= 0:
             return None
         with self._lock:
-            fits = [b for b in self._idle if b.nbytes() >= nbytes]
+            fits = [b for b in self._idle if nbytes <= b.nbytes() <= (at_most or b.nbytes())]
             if not fits:
                 return None
             best = min(fits, key=lambda b: b.nbytes())
@@ -368,7 +371,9 @@ class _Flight:
     def start(self, name: str) -> bool:
         """Submit ``name`` if it fits beside the work in flight; ``False`` (nothing started) if it must wait."""
         spares, stack = self.merger.spares, self.merger.stack_bytes(name)
-        spare = spares.take(stack)
+        # a buffer much larger than the need would count in full: the largest tensor's, taken by each small
+        # tensor in turn, kept every other tensor from running beside it
+        spare = spares.take(stack, at_most=2 * stack)
         cost = self.merger.working_bytes(name) - stack + (spare.nbytes() if spare is not None else stack)
         spares.shrink(max(0, self.limit - self.used - cost))
         fits = len(self.pending) < self.window and self.used + cost + spares.idle_bytes() <= self.limit
