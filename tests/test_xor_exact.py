@@ -134,11 +134,11 @@ def test_xor_planes_into_matches_joining_then_xoring_across_chunks(width: int) -
     """Every width, over more elements than three cache-sized chunks and a ragged end."""
     rng = np.random.default_rng(width)
     n = 3 * (planes._CHUNK_BYTES // width) + 7
-    words = rng.integers(0, 256, n * width, dtype=np.uint8).view(planes._UINT[width])
+    words = rng.integers(0, 256, n * width, dtype=np.uint8).view(planes.UINT[width])
     out = rng.integers(0, 256, n * width, dtype=np.uint8)
-    expected = out.view(planes._UINT[width]) ^ words
+    expected = out.view(planes.UINT[width]) ^ words
     planes.xor_planes_into(planes.split_planes(words), width, out)
-    assert np.array_equal(out.view(planes._UINT[width]), expected)
+    assert np.array_equal(out.view(planes.UINT[width]), expected)
 
 
 def close_xor(dtype: torch.dtype, n: int, step: float, seed: int = 0) -> torch.Tensor:
