@@ -51,7 +51,6 @@ import torch
 
 import bench_merge as bm  # noqa: E402  (this folder is on sys.path when run as a script)
 import bench_rebuild as br  # noqa: E402
-import common  # noqa: E402
 import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,11 +94,7 @@ def merged(tree: Path, home: Path, recipe: Path, out: Path, child: str = "tvstor
     its tensors computed under cProfile."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     args = [str(home), str(recipe), str(out), ""] if child == "tvstore" else [str(home), str(recipe)]
-    result: dict = {}
-    for line in common.run_child(bm.__file__, child, *args, out=out, env=env):
-        if line.startswith("{"):
-            result.update(json.loads(line))
-    return result
+    return bm.child(child, *args, out=out, env=env)
 
 
 def cli_shim(tree: Path, work: Path, side: str) -> Path:

@@ -321,9 +321,10 @@ def drop_cache(paths: list[Path]) -> None:
             os.close(fd)
 
 
-def child(*args: str, out: Path | None = None) -> dict:
-    """Run one child; ``out`` (its output directory) is cleared first so reruns work."""
-    return json.loads(common.run_child(__file__, *args, out=out)[-1])
+def child(*args: str, out: Path | None = None, env: dict[str, str] | None = None) -> dict:
+    """Run one child; ``out`` (its output directory) is cleared first so reruns work; ``env`` replaces the
+    environment (``ab_rebuild``: another commit's tvstore on ``PYTHONPATH``)."""
+    return json.loads(common.run_child(__file__, *args, out=out, env=env)[-1])
 
 
 def measure(args: list[str], inputs: list[Path], repeat: int, out: Path | None = None) -> dict:
