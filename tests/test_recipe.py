@@ -359,41 +359,6 @@ def test_materialize_runs_the_largest_tensor_alone_within_the_bound(monkeypatch)
     assert any(len(group) > 1 for group in seen)  # the small ones do run side by side
 
 
-def test_each_row_runs_every_row_once_even_when_every_worker_waits_on_rows() -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tvstore.merge.materialize import each_row
-
-    done: list[tuple[int, int]] = []
-    with ThreadPoolExecutor(2) as pool:
-        jobs = [pool.submit(each_row, lambda row, t=t: done.append((t, row)), 5, pool) for t in range(2)]
-        for job in jobs:
-            job.result(timeout=30)  # a worker waiting on rows queued behind it would hang here
-    assert sorted(done) == [(t, r) for t in range(2) for r in range(5)]
-
-
-def test_each_row_raises_a_rows_error_after_every_row_has_stopped() -> None:
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tvstore.merge.materialize import each_row
-
-    finished: list[int] = []
-
-    def fill(row: int) -> None:
-        if row == 0:
-            raise ValueError("row 0 is bad")
-        time.sleep(0.05)
-        finished.append(row)
-
-    with ThreadPoolExecutor(2) as pool:
-        with pytest.raises(ValueError, match="row 0 is bad"):
-            each_row(fill, 3, pool)
-        started = len(finished)
-        time.sleep(0.1)
-        assert len(finished) == started  # nothing still writing after each_row returned
-
-
 def test_spares_hand_out_the_smallest_fit_and_stay_within_what_they_may_keep() -> None:
     from tvstore.merge.materialize import Spares
 

@@ -35,16 +35,16 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, wait
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from tvstore.checkpoint.reader import TensorInfo
 from tvstore.errors import TvstoreError, UsageError
-from tvstore.util.parallel import tensor_pool
 from tvstore.merge.recipe import Recipe, ResolvedRecipe
+from tvstore.util.parallel import each_row, tensor_pool
 from tvstore.util.refs import Ref
 
 
@@ -149,9 +149,13 @@ class Merger:
         slots = self._slots_with(name, all_slots=name in self._base_names)
         return len(slots) * math.prod(self.info(name)[1]) * 4
 
+    def own_bytes(self, name: str) -> int:
+        """The base's and the result's fp32 copies of ``name``: its working memory beside the stack."""
+        return 2 * math.prod(self.info(name)[1]) * 4
+
     def working_bytes(self, name: str) -> int:
         """The design's memory for computing ``name``: its stacked inputs, the base and the result, in fp32."""
-        return self.stack_bytes(name) + 2 * math.prod(self.info(name)[1]) * 4
+        return self.stack_bytes(name) + self.own_bytes(name)
 
     def bound_bytes(self) -> int:
         """(inputs + 2) x the largest tensor, in fp32: the most a merge may hold at once."""
@@ -262,31 +266,6 @@ def _dtype_shape(info: object) -> tuple[torch.dtype, tuple[int, ...]]:
     return dtype, tuple(shape)
 
 
-def each_row(fn: Callable[[int], None], count: int, pool: Executor | None) -> None:
-    """``fn(0) ... fn(count - 1)``, on ``pool``'s threads too when given.
-
-    The calling thread is itself a pool worker: it runs row 0, then takes back
-    every row no other worker has started, and only then waits for the rows
-    others run, so a worker never waits on work queued behind it (no deadlock
-    when every worker does this at once), nor idles while rows are left.
-    """
-    if pool is None or count < 2:
-        for row in range(count):
-            fn(row)
-        return
-    futures = [pool.submit(fn, row) for row in range(1, count)]
-    try:
-        fn(0)
-        for row, fut in enumerate(futures, start=1):
-            if fut.cancel():
-                fn(row)
-        for fut in futures:
-            if not fut.cancelled():
-                fut.result()
-    finally:  # after an error, no row may still be writing into the buffer when it goes back for reuse
-        wait([fut for fut in futures if not fut.cancel()])  # a cancelled future never runs: waiting for it would hang
-
-
 def _stacked(count: int, shape: tuple[int, ...], spare: torch.UntypedStorage | None) -> torch.Tensor:
     """An fp32 ``(count, *shape)`` buffer, in ``spare`` when it is large enough."""
     if spare is None or spare.nbytes() < count * math.prod(shape) * 4:
@@ -374,7 +353,7 @@ class _Flight:
         # a buffer much larger than the need would count in full: the largest tensor's, taken by each small
         # tensor in turn, kept every other tensor from running beside it
         spare = spares.take(stack, at_most=2 * stack)
-        cost = self.merger.working_bytes(name) - stack + (spare.nbytes() if spare is not None else stack)
+        cost = self.merger.own_bytes(name) + (spare.nbytes() if spare is not None else stack)
         spares.shrink(max(0, self.limit - self.used - cost))
         fits = len(self.pending) < self.window and self.used + cost + spares.idle_bytes() <= self.limit
         if self.pending and not fits:

@@ -87,7 +87,7 @@ def largest(tensor: torch.Tensor, k: int) -> torch.Tensor:
         keep = (tensor >= threshold) | (tensor <= -threshold)
         if int(keep.sum()) == k:
             return keep
-        magnitudes = tensor.abs().reshape(-1).float()
+        magnitudes = tensor.abs().reshape(-1).float()  # again: the partial sort reordered the copy in place
     keep = torch.zeros(n, dtype=torch.bool)
     keep[torch.argsort(magnitudes, descending=True)[:k]] = True
     return keep.reshape_as(tensor)

@@ -1,4 +1,4 @@
-"""Ordered, bounded parallel map over threads.
+"""Ordered, bounded parallel maps over threads, and the rows of one tensor spread over them.
 
 Tensor work (zstd, torch ops, hashing, blob I/O) releases the GIL, so threads
 use every core; the window bounds how many results wait in memory, which
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -122,3 +122,29 @@ def budgeted_map(
         finally:
             for fut in running:
                 fut.cancel()
+
+
+def each_row(fn: Callable[[int], None], count: int, pool: Executor | None) -> None:
+    """``fn(0) ... fn(count - 1)``, on ``pool``'s threads too when given: the rows of one large tensor.
+
+    The calling thread may itself be a worker of ``pool`` (a merge's tensor
+    splitting its inputs' rows). It runs row 0, then takes back every row no
+    other worker has started, and only then waits for the rows others run,
+    so a worker never waits on work queued behind it (no deadlock when every
+    worker does this at once), nor idles while rows are left.
+    """
+    if pool is None or count < 2:
+        for row in range(count):
+            fn(row)
+        return
+    futures = [pool.submit(fn, row) for row in range(1, count)]
+    try:
+        fn(0)
+        for row, fut in enumerate(futures, start=1):
+            if fut.cancel():
+                fn(row)
+        for fut in futures:
+            if not fut.cancelled():
+                fut.result()
+    finally:  # after an error, no row may still be writing into the buffer when it goes back for reuse
+        wait([fut for fut in futures if not fut.cancel()])  # a cancelled future never runs: waiting for it would hang
