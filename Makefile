@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-scale bench-ab bench-ab-merge eval clean
+.PHONY: demo test bench bench-scale bench-ab bench-ab-merge bench-allocator eval clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3.x)"; exit 2; }
@@ -57,6 +57,12 @@ bench-ab: $(STAMP)
 bench-ab-merge: $(STAMP)
 	@test -n "$(BEFORE)" || { echo "usage: make bench-ab-merge BEFORE=<commit>"; exit 2; }
 	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/ab --before $(BEFORE) --merge
+	$(BENCH_PY) benchmarks/update_readme.py
+
+# How much of a merge's memory over the design's bound is glibc keeping freed blocks: bench_merge's merges with
+# malloc's defaults vs a fixed 1 MiB mmap threshold, alternated (benchmarks/ab_rebuild.py --merge --allocator)
+bench-allocator: $(STAMP)
+	cd benchmarks && $(BENCH_PY) ab_rebuild.py --work $(BENCH_WORK)/ab --merge --allocator --repeat 3
 	$(BENCH_PY) benchmarks/update_readme.py
 
 # The accuracy evaluation (benchmarks/eval/harness.py): MiniLM and MPNet x 3 seeds x 3 tasks, fine-tunes

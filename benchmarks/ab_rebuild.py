@@ -24,13 +24,19 @@ its 25M-parameter fp32 model and registries), and each row also profiles both
 sides once: the merge's tensors computed on one thread under cProfile, own
 time per part.
 
+With ``--merge --allocator`` (no ``--before``) both sides are this checkout's
+merges, the "after" side with glibc malloc's mmap threshold fixed at 1 MiB: how
+much of a merge's memory over the design's bound is the allocator keeping
+freed blocks, and what returning them costs in time.
+
 Results: ``benchmarks/results/ab_rebuild.{md,json}`` (``--scale``: ``ab_rebuild_scale``; ``--cli``:
-``ab_cli_pull``; ``--merge``: ``ab_merge``).
+``ab_cli_pull``; ``--merge``: ``ab_merge``; ``--merge --allocator``: ``ab_merge_allocator``).
 
     python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b            # 168M, ~2 min
     python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b --scale    # 1.2B, ~5 min
     python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b --cli      # 168M, CLI pulls, ~2 min
     python benchmarks/ab_rebuild.py --work /tmp/tvab --before 665964b --merge    # 25M fp32 merges, ~6 min
+    python benchmarks/ab_rebuild.py --work /tmp/tvab --merge --allocator --repeat 3    # ~4 min
 """
 
 from __future__ import annotations
@@ -89,10 +95,11 @@ def cli_pull(tree: Path, shim: Path, home: Path, codec: str, out: Path) -> dict:
     return {"wall_s": wall}
 
 
-def merged(tree: Path, home: Path, recipe: Path, out: Path, child: str = "tvstore") -> dict:
-    """One bench_merge child importing tvstore from ``tree``: the merge written to ``out``, or (``tvstore-profile``)
-    its tensors computed under cProfile."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+def merged(tree: Path, home: Path, recipe: Path, out: Path, child: str = "tvstore",
+           extra_env: dict[str, str] | None = None) -> dict:
+    """One bench_merge child importing tvstore from ``tree`` (with ``extra_env`` set): the merge written to ``out``,
+    or (``tvstore-profile``) its tensors computed under cProfile."""
+    env = {**os.environ, "PYTHONPATH": str(tree), **(extra_env or {})}
     args = [str(home), str(recipe), str(out), ""] if child == "tvstore" else [str(home), str(recipe)]
     return bm.child(child, *args, out=out, env=env)
 
@@ -153,7 +160,17 @@ def cli_rows(trees: dict[str, Path], homes: dict[str, Path], a: argparse.Namespa
 MERGES = [(method, n) for method in ("task_arithmetic", "ties") for n in (2, 8)]
 
 
-def merge_rows(trees: dict[str, Path], a: argparse.Namespace) -> list[dict]:
+#: glibc's malloc with a fixed 1 MiB mmap threshold: every block of a MiB or more is its own mapping, unmapped when
+#: freed. By default the threshold rises to the largest block freed so far (up to 32 MiB), so a merge's
+#: tensor-sized blocks come from the heap arenas, which keep freed memory for reuse.
+MMAP_1MIB = {"MALLOC_MMAP_THRESHOLD_": str(2**20)}
+
+
+def merge_rows(trees: dict[str, Path], a: argparse.Namespace, envs: dict[str, dict[str, str]] | None = None,
+               ) -> list[dict]:
+    """bench_merge's merges by each side (``envs``: a side's extra environment); a profile per side unless ``envs``
+    (the same code on both sides: the profile would not differ)."""
+    envs = envs or {}
     work = a.work / "merge"
     homes = bm.prepare(work, bm.llama_config(**bm.MODEL), max(n for _, n in MERGES), br.SCALE_CODECS)
     rows = []
@@ -161,11 +178,12 @@ def merge_rows(trees: dict[str, Path], a: argparse.Namespace) -> list[dict]:
         recipe = work / f"{method}-{n}.yml"
         recipe.write_text(bm.mergekit_yaml(method, n))
         for codec in br.SCALE_CODECS:
-            children = {side: partial(merged, tree, homes[codec], recipe, work / f"ab-out-{side}")
-                        for side, tree in trees.items()}
+            children = {side: partial(merged, tree, homes[codec], recipe, work / f"ab-out-{side}",
+                                      extra_env=envs.get(side)) for side, tree in trees.items()}
             r = row(children, {"method": method, "tasks": n, "codec": codec, "workers": 2}, a.repeat, MEASURES)
-            r["profile"] = {side: merged(tree, homes[codec], recipe, work / "ab-out", "tvstore-profile")["parts"]
-                            for side, tree in trees.items()}
+            if not envs:
+                r["profile"] = {side: merged(tree, homes[codec], recipe, work / "ab-out", "tvstore-profile")["parts"]
+                                for side, tree in trees.items()}
             rows.append(r)
     return rows
 
@@ -219,9 +237,14 @@ def merge_model() -> tuple[str, float]:
 
 
 def merge_report(res: dict) -> str:
+    sides = (f"Before: tvstore at {res['before']}; after: tvstore at {res['after']}." if not res.get("allocator") else
+             f"Before: tvstore at {res['after']} with glibc malloc's defaults; after: the same with "
+             f"`{' '.join(f'{k}={v}' for k, v in MMAP_1MIB.items())}` (every block of 1 MiB or more mapped on its own "
+             "and returned when freed; by default the threshold rises to the largest block freed, up to 32 MiB, "
+             "and the heap keeps freed tensor-sized blocks for reuse).")
     lines = [f"# Merges, before and after ({res['model']})", "", machine.describe(res["machine"]), "",
              f"Command: `{res['command']}`", "",
-             f"Before: tvstore at {res['before']}; after: tvstore at {res['after']}. Each row runs one uncounted "
+             f"{sides} Each row runs one uncounted "
              f"warm-up child per side, then alternates a before and an after child {res['repeat']} times "
              "(bench_merge's `Registry.merge_to_dir` child, 2 worker threads, warm page cache); medians, with the range "
              "of the wall times. Memory: peak anonymous memory above the child's start (after imports), also over "
@@ -240,6 +263,8 @@ def merge_report(res: dict) -> str:
             f"| {r['before_cpu_sys_s']:.2f} / {r['after_cpu_sys_s']:.2f} "
             f"| {r['before_peak_anon_mib']:.0f} / {r['after_peak_anon_mib']:.0f} "
             f"| {r['before_peak_anon_mib'] / bound:.2f} / {r['after_peak_anon_mib'] / bound:.2f} |")
+    if res.get("allocator"):
+        return "\n".join(lines) + "\n"
     lines += ["", "Where the time goes: one profiled run per side and row, the merge's tensors computed on one thread "
               "(not written), seconds of own time per part, the three largest parts of each side.", "",
               "| method | n | codec | before | after |", "|---|--:|---|---|---|"]
@@ -254,25 +279,31 @@ def merge_report(res: dict) -> str:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="models, registries and the --before worktree")
-    ap.add_argument("--before", required=True, help="the commit to compare this checkout with")
+    ap.add_argument("--before", help="the commit to compare this checkout with")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--scale", action="store_true", help="the 1.2B-parameter model")
     ap.add_argument("--cli", action="store_true", help="whole `tvstore pull --checkpoint` processes (168M)")
     ap.add_argument("--merge", action="store_true", help="bench_merge's merges (25M fp32), with a profile per side")
+    ap.add_argument("--allocator", action="store_true",
+                    help="with --merge: this checkout's merges with glibc malloc's defaults vs a fixed 1 MiB mmap "
+                         "threshold (no --before)")
     a = ap.parse_args()
     if sum([a.cli, a.scale, a.merge]) > 1:
         ap.error("--cli, --scale and --merge are separate runs")
+    if a.allocator != (a.before is None) or (a.allocator and not a.merge):
+        ap.error("give --before COMMIT, or --merge --allocator")
     a.size = "1.2B" if a.scale else "168M"
     return a
 
 
 def main() -> None:
     a = parse_args()
-    before_tree, before = checkout(a.before, a.work)
+    before_tree, before = (ROOT, "") if a.allocator else checkout(a.before, a.work)
     before_state = machine.snapshot(settle=True)
     trees = {"before": before_tree, "after": ROOT}
     if a.merge:
-        rows, model, largest_mib = merge_rows(trees, a), *merge_model()
+        envs = {"after": MMAP_1MIB} if a.allocator else None
+        rows, model, largest_mib = merge_rows(trees, a, envs), *merge_model()
     else:
         cfg = bm.llama_config(*br.SIZES[a.size])
         params, nbytes, largest_mib = br.model_sizes(cfg)
@@ -283,12 +314,13 @@ def main() -> None:
         model = (f"{params / 1e6:.1f}M parameters, bf16, {nbytes / 2**20:.0f} MiB per checkpoint, "
                  f"largest tensor {largest_mib:.0f} MiB")
     res = {"model": model, "largest_mib": largest_mib,
-           "before": before, "after": before_state["commit"], "cli": a.cli, "merge": a.merge,
+           "before": before, "after": before_state["commit"], "cli": a.cli, "merge": a.merge, "allocator": a.allocator,
            "repeat": a.repeat, "command": "python " + " ".join(sys.argv), "rows": rows,
            "machine": machine.finish(before_state)}
     text = report(res)
     print(text)
-    name = "ab_merge" if a.merge else "ab_cli_pull" if a.cli else "ab_rebuild_scale" if a.scale else "ab_rebuild"
+    name = ("ab_merge_allocator" if a.allocator else "ab_merge" if a.merge else "ab_cli_pull" if a.cli
+            else "ab_rebuild_scale" if a.scale else "ab_rebuild")
     path = bm.results_path(name, a.work, quick=False)
     path.with_suffix(".md").write_text(text)
     path.with_suffix(".json").write_text(json.dumps(res, indent=2))

@@ -174,6 +174,20 @@ def ab_merge_paragraph(ab: dict) -> str:
             f"Table, with a profile of each side: `benchmarks/results/ab_merge.md`.")
 
 
+def ab_allocator_paragraph(ab: dict) -> str:
+    """How much of a merge's memory over the bound is glibc keeping freed blocks, and what returning them costs."""
+    bound = lambda r: (r["tasks"] + 2) * ab["largest_mib"]  # noqa: E731
+    rows = ", ".join(f"{r['method']} n={r['tasks']} {r['codec']} {r['before_peak_anon_mib'] / bound(r):.2f}x -> "
+                     f"{r['after_peak_anon_mib'] / bound(r):.2f}x the bound in {r['before_wall_s']:.2f} -> "
+                     f"{r['after_wall_s']:.2f} s ({r['ratio_wall_s']:.2f}x, {apart(r)})" for r in ab["rows"])
+    return (f"**A merge's memory and the allocator** (`make bench-allocator`: `benchmarks/ab_rebuild.py --merge "
+            f"--allocator`, bench_merge's `merge_to_dir` by tvstore at {ab['after']} with glibc malloc's defaults, "
+            f"then with `MALLOC_MMAP_THRESHOLD_=1048576`, which maps every block of 1 MiB or more on its own and "
+            f"returns it when freed, alternated {ab['repeat']} times in one run, medians; memory is the peak above the "
+            f"child's start; {load_text(ab['machine'])}): {ab['model']}: {rows}. Table: "
+            f"`benchmarks/results/ab_merge_allocator.md`.")
+
+
 def codecs_paragraph(c: dict) -> str:
     best = c["smallest_under_0.3"]
     ll, zs, zp = best["lossless"], best["zstd-3 (fp32 bytes)"], best["zipnn"]
@@ -249,6 +263,7 @@ PARAGRAPHS: list[tuple[str, Callable[[], str | None]]] = [
     ("ab_rebuild", lambda: ab_paragraph(ab, load("ab_rebuild_scale")) if (ab := load("ab_rebuild")) else None),
     ("ab_cli_pull", lambda: ab_cli_paragraph(ab) if (ab := load("ab_cli_pull")) else None),
     ("ab_merge", lambda: ab_merge_paragraph(ab) if (ab := load("ab_merge")) else None),
+    ("ab_merge_allocator", lambda: ab_allocator_paragraph(ab) if (ab := load("ab_merge_allocator")) else None),
     ("codecs", lambda: codecs_paragraph(c) if (c := load("codecs")) else None),
     ("merge", lambda: merge_paragraph(m) if (m := load("merge")) else None),
     ("metadata", lambda: team_paragraph(load("metadata"), load("push_pull")) or None),
@@ -271,7 +286,8 @@ def block() -> str:
     for name, make in PARAGRAPHS:
         text = make()
         make_target = {"rebuild_scale": "make bench-scale", "ab_rebuild": "make bench-ab BEFORE=<commit>",
-                       "ab_cli_pull": "make bench-ab BEFORE=<commit>", "ab_merge": "make bench-ab-merge BEFORE=<commit>"}.get(
+                       "ab_cli_pull": "make bench-ab BEFORE=<commit>", "ab_merge": "make bench-ab-merge BEFORE=<commit>",
+                       "ab_merge_allocator": "make bench-allocator"}.get(
             name, "make bench")
         out += [text + provenance(name) if text else f"(`benchmarks/results/{name}.json` is missing: run `{make_target}`.)", ""]
     return "\n".join(out) + END
