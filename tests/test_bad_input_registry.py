@@ -240,3 +240,19 @@ def test_server_restart_is_not_an_error(pg_url: str, tmp_path: Path) -> None:
             assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
         admin.dispose()
         assert reg.list() == []
+
+
+def test_a_pooled_connection_failing_its_ping_in_any_way_is_replaced(pg_url: str, tmp_path: Path) -> None:
+    """psycopg may report a backend that died during the pool's ping as a ProgrammingError (the ping cannot put
+    autocommit back), not as a disconnect; the pool must still replace the connection, not fail the command."""
+    from tvstore import Registry
+
+    with Registry.open(database_url=pg_url, blob_url=str(tmp_path / "blobs")) as reg:
+        reg.init()
+        with reg.engine.connect() as conn:
+            pooled = conn.connection.dbapi_connection
+            old_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        pooled.execute("SELECT 1")  # back in the pool, now inside a transaction: the ping's autocommit switch fails
+        with reg.engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != old_pid
+        assert reg.list() == []

@@ -104,7 +104,11 @@ def _sqlite_problem(ctx: ExceptionContext, exc: sqlite3.Error) -> str | None:
 def _translate(ctx: ExceptionContext) -> None:
     """``handle_error`` hook: raise a one-line ``DatabaseError`` for what a user can meet; else let it be."""
     exc = ctx.original_exception
-    if ctx.is_pre_ping:  # the pool is testing a pooled connection: it reconnects by itself
+    if ctx.is_pre_ping:
+        # A pooled connection that fails its ping is not reusable, whatever the driver calls the failure: the
+        # pool opens a fresh one (whose own failure is reported below). psycopg can report a backend that died
+        # during the ping as a ProgrammingError ("can't change 'autocommit' now"), not a disconnect.
+        ctx.is_disconnect = True
         return
     if isinstance(exc, sqlite3.Error):
         problem = _sqlite_problem(ctx, exc)
