@@ -74,10 +74,14 @@ def checkout(rev: str, work: Path) -> tuple[Path, str]:
     return tree, commit
 
 
+def tree_env(tree: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a child importing tvstore from ``tree`` (``extra_env`` set on top)."""
+    return {**os.environ, "PYTHONPATH": str(tree), **(extra_env or {})}
+
+
 def measured(tree: Path, home: Path, codec: str, workers: int) -> dict:
     """One rebuild child importing tvstore from ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    return br.child("rebuild", str(home), br.vector_ref(codec), str(workers), env=env)
+    return br.child("rebuild", str(home), br.vector_ref(codec), str(workers), env=tree_env(tree))
 
 
 def cli_pull(tree: Path, shim: Path, home: Path, codec: str, out: Path) -> dict:
@@ -86,7 +90,7 @@ def cli_pull(tree: Path, shim: Path, home: Path, codec: str, out: Path) -> dict:
               "sys.argv[0] = 'tvstore'; main()")
     cmd = [sys.executable, "-c", launch, str(shim), "--home", str(home), "pull", br.vector_ref(codec), "--checkpoint",
            "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = tree_env(tree)
     os.sync()  # as bench_rebuild.timed: the last run's writeback is not this run's
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=out.parent)  # not a folder holding a tvstore
@@ -99,7 +103,7 @@ def merged(tree: Path, home: Path, recipe: Path, out: Path, child: str = "tvstor
            extra_env: dict[str, str] | None = None) -> dict:
     """One bench_merge child importing tvstore from ``tree`` (with ``extra_env`` set): the merge written to ``out``,
     or (``tvstore-profile``) its tensors computed under cProfile."""
-    env = {**os.environ, "PYTHONPATH": str(tree), **(extra_env or {})}
+    env = tree_env(tree, extra_env)
     args = [str(home), str(recipe), str(out), ""] if child == "tvstore" else [str(home), str(recipe)]
     return bm.child(child, *args, out=out, env=env)
 
